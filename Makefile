@@ -14,7 +14,6 @@ setup: $(STAMP)
 # Torch first, pinned, so that pip never resolves an unpinned (CUDA) torch for the package.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[space,test]"
 	touch $(STAMP)
