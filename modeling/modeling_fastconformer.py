@@ -1,0 +1,599 @@
+"""The avalign FastConformer family, built on transformers' Parakeet implementation.
+
+    FastConformerModel                      the bare encoder (a ParakeetEncoder with its own config, checks, lengths)
+    FastConformerForMaskedTokenPrediction   stage 1: NEST / BEST-RQ masked prediction of random-projection tokens
+    FastConformerForImageAlignment          stage 2: pooled audio -> the image-embedding space of a vision teacher
+    FastConformerForCTCTDT                  stage 3: hybrid CTC + TDT ASR, greedy decoding, export to stock Parakeet
+
+Shapes: B batch, T feature frames (10 ms), T' encoder frames (T / subsampling_factor), D encoder width,
+H prediction-network width, U label length, V vocabulary (blank included), E image-embedding width.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.parakeet import (
+    ParakeetCTCConfig,
+    ParakeetEncoder,
+    ParakeetEncoderConfig,
+    ParakeetForCTC,
+    ParakeetForTDT,
+    ParakeetTDTConfig,
+)
+from transformers.models.parakeet.modeling_parakeet import (
+    ParakeetEncoderCTCHead,
+    ParakeetPreTrainedModel,
+    ParakeetRNNTDecoder,
+    ParakeetTDTJointNetwork,
+)
+
+from .configuration_fastconformer import (
+    FastConformerAlignmentConfig,
+    FastConformerConfig,
+    FastConformerCTCTDTConfig,
+    FastConformerMaskedTokenPredictionConfig,
+)
+from .tdt_loss import fused_joint_tdt_loss, tdt_loss
+
+LABEL_PAD = -100  # labels are padded with -100, as everywhere in transformers
+
+
+# ----------------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class FastConformerModelOutput(ModelOutput):
+    """
+    last_hidden_state (B, T', D); attention_mask (B, T') bool, True on real frames; encoder_lengths (B,);
+    hidden_states: one (B, T', D) per layer when `output_hidden_states=True`.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    encoder_lengths: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MaskedTokenPredictionOutput(ModelOutput):
+    """loss (); logits (B, T', N, K) for N codebooks of K entries; targets (B, T', N); mask (B, T') bool: the
+    frames the loss is taken on (masked and real)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    encoder_lengths: torch.Tensor | None = None
+
+
+@dataclass
+class ImageAlignmentOutput(ModelOutput):
+    """loss (); audio_embeds (B, E) unit norm; logits_per_audio (B, B) audio-to-image similarity logits."""
+
+    loss: torch.Tensor | None = None
+    audio_embeds: torch.Tensor | None = None
+    logits_per_audio: torch.Tensor | None = None
+    encoder_lengths: torch.Tensor | None = None
+
+
+@dataclass
+class CTCTDTOutput(ModelOutput):
+    """loss = (1 - w) * tdt_loss + w * ctc_loss; ctc_logits (B, T', V); encoder_states (B, T', H) projected for
+    the joint."""
+
+    loss: torch.Tensor | None = None
+    tdt_loss: torch.Tensor | None = None
+    ctc_loss: torch.Tensor | None = None
+    ctc_logits: torch.Tensor | None = None
+    encoder_states: torch.Tensor | None = None
+    encoder_lengths: torch.Tensor | None = None
+
+
+@dataclass
+class TranscriptionOutput(ModelOutput):
+    """Greedy decoding result per utterance: token ids, the encoder frame each token is emitted at, and (TDT) the
+    predicted duration of each token in frames. joint_evaluations (B,) counts joint calls (TDT)."""
+
+    sequences: list[list[int]] | None = None
+    frame_timestamps: list[list[int]] | None = None
+    token_durations: list[list[int]] | None = None
+    joint_evaluations: torch.Tensor | None = None
+
+
+# ------------------------------------------------------------------------------------------------------ input checks
+def check_input_features(input_features: torch.Tensor, attention_mask: torch.Tensor | None, num_mel_bins: int):
+    """Validate a batch of log-mel features and return a boolean (B, T) mask of real frames."""
+    if not isinstance(input_features, torch.Tensor) or not input_features.is_floating_point():
+        raise TypeError(f"input_features must be a floating-point tensor, got {getattr(input_features, 'dtype', type(input_features))}")
+    if input_features.ndim != 3 or input_features.shape[-1] != num_mel_bins:
+        raise ValueError(
+            f"input_features must have shape (batch, frames, {num_mel_bins}), got {tuple(input_features.shape)}"
+        )
+    batch_size, num_frames, _ = input_features.shape
+    if attention_mask is None:
+        attention_mask = torch.ones(batch_size, num_frames, dtype=torch.bool, device=input_features.device)
+    if attention_mask.shape != (batch_size, num_frames):
+        raise ValueError(
+            f"attention_mask must have shape {(batch_size, num_frames)} to match input_features, "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    attention_mask = attention_mask.bool()
+    empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+    if num_frames == 0 or empty:
+        raise ValueError(f"empty audio: utterance(s) {empty or list(range(batch_size))} have no feature frames")
+    return attention_mask
+
+
+def _masked_mean(hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T', D), (B, T') -> (B, D)"""
+    weights = mask.to(hidden_states.dtype).unsqueeze(-1)
+    return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------- encoder
+class FastConformerPreTrainedModel(ParakeetPreTrainedModel):
+    config: FastConformerConfig
+    config_class = FastConformerConfig
+    base_model_prefix = "encoder"
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, RandomProjectionQuantizer):
+            projection, codebooks = module.compute_parameters()
+            init.copy_(module.projection, projection)
+            init.copy_(module.codebooks, codebooks)
+        elif isinstance(module, AlignmentHead):
+            if module.attention_query is not None:
+                init.normal_(module.attention_query, std=self.config.initializer_range)
+            init.constant_(module.logit_scale, module.logit_scale_init)
+            init.constant_(module.logit_bias, module.logit_bias_init)
+        elif isinstance(module, FastConformerForMaskedTokenPrediction):
+            init.normal_(module.mask_embedding, std=self.config.initializer_range)
+
+
+class FastConformerModel(FastConformerPreTrainedModel, ParakeetEncoder):
+    """The bare FastConformer encoder: Parakeet's encoder with input checks and encoder lengths in its output."""
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> FastConformerModelOutput:
+        """input_features (B, T, num_mel_bins) log-mel; attention_mask (B, T), 1 on real frames."""
+        attention_mask = check_input_features(input_features, attention_mask, self.config.num_mel_bins)
+        # Zero the padding so that the subsampling convolutions see exactly what an unpadded input would.
+        input_features = input_features * attention_mask.unsqueeze(-1).to(input_features.dtype)
+        outputs = super().forward(
+            input_features, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **kwargs
+        )
+        return FastConformerModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            attention_mask=outputs.attention_mask.bool(),
+            encoder_lengths=self.encoder_lengths(attention_mask),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def encoder_lengths(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) feature mask -> (B,) encoder frames."""
+        return self._get_subsampling_output_length(attention_mask.sum(-1)).long()
+
+    def to_parakeet_config(self) -> ParakeetEncoderConfig:
+        fields = {k: v for k, v in self.config.to_dict().items() if k in ParakeetEncoderConfig.__dataclass_fields__}
+        return ParakeetEncoderConfig(**fields)
+
+
+class _FastConformerWithEncoder(FastConformerPreTrainedModel):
+    """A stage head on top of `self.encoder` (weights under `encoder.*`, as in Parakeet's heads)."""
+
+    base_model_prefix = "model"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = FastConformerModel(config.encoder_config)
+
+    def load_encoder_state(self, encoder: nn.Module) -> None:
+        """Start from another encoder's weights (the previous stage's); raises if any weight does not fit."""
+        self.encoder.load_state_dict(encoder.state_dict(), strict=True)
+
+
+# ---------------------------------------------------------------------------------------- stage 1: NEST / BEST-RQ
+class RandomProjectionQuantizer(nn.Module):
+    """BEST-RQ's frozen quantizer: project stacked mel frames, take the nearest unit-norm random code.
+
+    The projection and codebooks are buffers derived from `quantizer_seed`, so targets never drift.
+    """
+
+    def __init__(self, config: FastConformerMaskedTokenPredictionConfig):
+        super().__init__()
+        self.config = config
+        projection, codebooks = self.compute_parameters()
+        self.register_buffer("projection", projection)  # (N, F * S, C)
+        self.register_buffer("codebooks", codebooks)  # (N, K, C)
+
+    def compute_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        config, encoder = self.config, self.config.encoder_config
+        generator = torch.Generator().manual_seed(config.quantizer_seed)
+        input_dim = encoder.num_mel_bins * encoder.subsampling_factor
+        shape = (config.num_codebooks, input_dim, config.codebook_dim)
+        projection = torch.randn(shape, generator=generator) * (2.0 / (input_dim + config.codebook_dim)) ** 0.5
+        codebooks = torch.randn(config.num_codebooks, config.codebook_size, config.codebook_dim, generator=generator)
+        return projection, F.normalize(codebooks, dim=-1)
+
+    @torch.no_grad()
+    def forward(self, stacked_features: torch.Tensor) -> torch.Tensor:
+        """(B, T', F * S) -> (B, T', N) code indices."""
+        projected = F.normalize(torch.einsum("btf,nfc->btnc", stacked_features.float(), self.projection), dim=-1)
+        return torch.einsum("btnc,nkc->btnk", projected, self.codebooks).argmax(-1)
+
+
+def stack_frames(input_features: torch.Tensor, factor: int, num_encoder_frames: int) -> torch.Tensor:
+    """(B, T, F) -> (B, T', F * factor): the feature frames under each encoder frame, side by side."""
+    batch_size, num_frames, num_bins = input_features.shape
+    padded = F.pad(input_features, (0, 0, 0, (-num_frames) % factor))
+    stacked = padded.reshape(batch_size, -1, num_bins * factor)
+    return F.pad(stacked, (0, 0, 0, max(0, num_encoder_frames - stacked.shape[1])))[:, :num_encoder_frames]
+
+
+def block_mask(attention_mask: torch.Tensor, probability: float, block_size: int, generator=None) -> torch.Tensor:
+    """Random blocks of `block_size` feature frames; every utterance gets at least one. (B, T) -> (B, T) bool."""
+    lengths = attention_mask.sum(-1)
+    starts = (torch.rand(attention_mask.shape, generator=generator, device=attention_mask.device) < probability)
+    starts &= attention_mask
+    forced = torch.rand(lengths.shape, generator=generator, device=attention_mask.device)
+    forced_start = (forced * (lengths - block_size + 1).clamp(min=1)).long()
+    starts[torch.arange(len(lengths)), forced_start] = True
+    # a frame is masked when a block starts at most block_size - 1 frames before it
+    covered = F.max_pool1d(F.pad(starts[:, None].float(), (block_size - 1, 0)), block_size, stride=1)
+    return covered[:, 0].bool() & attention_mask
+
+
+class FastConformerForMaskedTokenPrediction(_FastConformerWithEncoder):
+    """Stage 1: block-mask the input features, predict the quantizer's codes of the clean input at masked frames."""
+
+    config: FastConformerMaskedTokenPredictionConfig
+    config_class = FastConformerMaskedTokenPredictionConfig
+
+    def __init__(self, config: FastConformerMaskedTokenPredictionConfig):
+        super().__init__(config)
+        self.quantizer = RandomProjectionQuantizer(config)
+        self.mask_embedding = nn.Parameter(torch.zeros(config.encoder_config.num_mel_bins))
+        self.decoder = nn.Linear(config.encoder_config.hidden_size, config.num_codebooks * config.codebook_size)
+        self.post_init()
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        feature_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MaskedTokenPredictionOutput:
+        """feature_mask (B, T) bool: the frames to mask; drawn with `block_mask` when not given."""
+        config = self.config
+        attention_mask = check_input_features(input_features, attention_mask, config.encoder_config.num_mel_bins)
+        if feature_mask is None:
+            feature_mask = block_mask(attention_mask, config.mask_probability, config.mask_block_size)
+        masked_features = torch.where(feature_mask[..., None], self.mask_embedding.to(input_features.dtype), input_features)
+
+        encoder_outputs = self.encoder(masked_features, attention_mask=attention_mask, **kwargs)
+        hidden_states = encoder_outputs.last_hidden_state  # (B, T', D)
+        batch_size, num_encoder_frames, _ = hidden_states.shape
+        logits = self.decoder(hidden_states).view(batch_size, num_encoder_frames, config.num_codebooks, -1)
+
+        factor = config.encoder_config.subsampling_factor
+        clean = input_features * attention_mask[..., None].to(input_features.dtype)
+        targets = self.quantizer(stack_frames(clean, factor, num_encoder_frames))  # (B, T', N)
+        frame_masked = stack_frames(feature_mask[..., None].float(), factor, num_encoder_frames).amax(-1) > 0
+        loss_mask = frame_masked & encoder_outputs.attention_mask
+        loss = F.cross_entropy(logits[loss_mask].flatten(0, 1).float(), targets[loss_mask].flatten())
+        return MaskedTokenPredictionOutput(
+            loss=loss, logits=logits, targets=targets, mask=loss_mask, encoder_lengths=encoder_outputs.encoder_lengths
+        )
+
+
+# --------------------------------------------------------------------------------------------- stage 2: alignment
+class AlignmentHead(nn.Module):
+    """Encoder frames -> one unit vector in the image-embedding space: pooling, then a projection MLP."""
+
+    def __init__(self, config: FastConformerAlignmentConfig):
+        super().__init__()
+        hidden_size = config.encoder_config.hidden_size
+        projection_size = config.projection_hidden_size or 2 * hidden_size
+        self.pooling = config.pooling
+        self.attention_query = nn.Parameter(torch.zeros(hidden_size)) if config.pooling == "attention" else None
+        self.projection = nn.Sequential(
+            nn.Linear(hidden_size, projection_size), nn.GELU(), nn.Linear(projection_size, config.image_embedding_dim)
+        )
+        self.logit_scale_init, self.logit_bias_init = config.logit_scale_init, config.logit_bias_init
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init))
+        self.logit_bias = nn.Parameter(torch.tensor(config.logit_bias_init))
+
+    def pool(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T', D), (B, T') -> (B, D)"""
+        if self.attention_query is None:
+            return _masked_mean(hidden_states, mask)
+        scores = hidden_states @ self.attention_query / hidden_states.shape[-1] ** 0.5  # (B, T')
+        weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)
+        return torch.einsum("bt,btd->bd", weights, hidden_states)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.pool(hidden_states, mask)), dim=-1)
+
+
+def alignment_loss(kind: str, logits: torch.Tensor, positives: torch.Tensor, cosine: torch.Tensor) -> torch.Tensor:
+    """logits (B, B) scaled similarities; positives (B, B) bool, True where audio i describes image j."""
+    if kind == "cosine":
+        return (1.0 - cosine.diagonal()).mean()
+    if kind == "infonce":  # symmetric, several positives per row share the target mass
+        targets = positives.float()
+        audio_to_image = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+        image_to_audio = F.cross_entropy(logits.T, targets.T / targets.T.sum(1, keepdim=True))
+        return (audio_to_image + image_to_audio) / 2
+    signs = 2.0 * positives.float() - 1.0  # SigLIP: a binary decision per pair, normalised by the batch size
+    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
+
+
+class FastConformerForImageAlignment(_FastConformerWithEncoder):
+    """Stage 2: the whole encoder and an alignment head learn to place audio near the embedding of its prompt image."""
+
+    config: FastConformerAlignmentConfig
+    config_class = FastConformerAlignmentConfig
+
+    def __init__(self, config: FastConformerAlignmentConfig):
+        super().__init__(config)
+        self.alignment_head = AlignmentHead(config)
+        self.post_init()
+
+    def embed_audio(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """-> (B, E) unit-norm audio embeddings and the encoder outputs."""
+        encoder_outputs = self.encoder(input_features, attention_mask=attention_mask, **kwargs)
+        embeds = self.alignment_head(encoder_outputs.last_hidden_state, encoder_outputs.attention_mask)
+        return embeds, encoder_outputs
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_embeddings: torch.Tensor | None = None,
+        image_groups: torch.Tensor | None = None,
+        **kwargs,
+    ) -> ImageAlignmentOutput:
+        """image_embeddings (B, E) from the teacher; image_groups (B,) ints, equal where rows share an image
+        (Vaani has many utterances per image), so duplicates are positives rather than negatives."""
+        audio_embeds, encoder_outputs = self.embed_audio(input_features, attention_mask, **kwargs)
+        loss = logits = None
+        if image_embeddings is not None:
+            if image_embeddings.shape != audio_embeds.shape:
+                raise ValueError(
+                    f"image_embeddings must have shape {tuple(audio_embeds.shape)} "
+                    f"(image_embedding_dim={self.config.image_embedding_dim}), got {tuple(image_embeddings.shape)}"
+                )
+            image_embeds = F.normalize(image_embeddings.to(audio_embeds.dtype), dim=-1)
+            cosine = audio_embeds @ image_embeds.T  # (B, B)
+            head = self.alignment_head
+            logits = cosine * head.logit_scale.exp()
+            if self.config.alignment_loss == "siglip":
+                logits = logits + head.logit_bias
+            if image_groups is None:
+                image_groups = torch.arange(len(cosine), device=cosine.device)
+            positives = image_groups[:, None] == image_groups[None, :]
+            loss = alignment_loss(self.config.alignment_loss, logits, positives, cosine)
+        return ImageAlignmentOutput(
+            loss=loss, audio_embeds=audio_embeds, logits_per_audio=logits,
+            encoder_lengths=encoder_outputs.encoder_lengths,
+        )
+
+
+# ----------------------------------------------------------------------------------------- stage 3: CTC + TDT ASR
+def check_labels(labels: torch.Tensor, vocab_size: int, blank_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """labels (B, U) padded with -100 -> (targets with padding set to 0, target lengths (B,))."""
+    valid = labels != LABEL_PAD
+    bad = valid & ((labels < 0) | (labels >= vocab_size) | (labels == blank_token_id))
+    if bad.any():
+        row, position = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f"label id {labels[row, position].item()} at row {row}, position {position} is not a token: ids must be "
+            f"in [0, {vocab_size}) and not the blank ({blank_token_id}); pad labels with {LABEL_PAD}"
+        )
+    if (valid.long().diff(dim=1) > 0).any():
+        raise ValueError(f"labels must be right-padded with {LABEL_PAD}: found a token after padding")
+    return labels.masked_fill(~valid, 0), valid.sum(-1)
+
+
+class FastConformerForCTCTDT(_FastConformerWithEncoder):
+    """Stage 3: CTC head and TDT transducer (prediction network + joint) over one encoder.
+
+    Module names match transformers' `ParakeetForCTC` / `ParakeetForTDT`, so both export by copying weights.
+    """
+
+    config: FastConformerCTCTDTConfig
+    config_class = FastConformerCTCTDTConfig
+
+    def __init__(self, config: FastConformerCTCTDTConfig):
+        super().__init__(config)
+        hidden_size = config.encoder_config.hidden_size
+        self.ctc_head = ParakeetEncoderCTCHead(hidden_size, config.vocab_size, kernel_size=1)
+        self.encoder_projector = nn.Linear(hidden_size, config.decoder_hidden_size)
+        self.decoder = ParakeetRNNTDecoder(config)
+        self.joint = ParakeetTDTJointNetwork(config)
+        self.register_buffer("durations", torch.tensor(config.durations), persistent=False)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------ training
+    def prediction_network(self, labels: torch.Tensor, state=None):
+        """(B, U) token ids -> (B, U, H) decoder states and the LSTM state."""
+        decoder = self.decoder
+        output, state = decoder.lstm(decoder.embedding(labels), state)
+        return decoder.decoder_projector(output), state
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CTCTDTOutput:
+        """labels (B, U) token ids right-padded with -100."""
+        config = self.config
+        encoder_outputs = self.encoder(input_features, attention_mask=attention_mask, **kwargs)
+        ctc_logits = self.ctc_head(encoder_outputs.last_hidden_state)  # (B, T', V)
+        encoder_states = self.encoder_projector(encoder_outputs.last_hidden_state)  # (B, T', H)
+        lengths = encoder_outputs.encoder_lengths
+        output = CTCTDTOutput(ctc_logits=ctc_logits, encoder_states=encoder_states, encoder_lengths=lengths)
+        if labels is None:
+            return output
+
+        targets, target_lengths = check_labels(labels, config.vocab_size, config.blank_token_id)
+        start = torch.full_like(targets[:, :1], config.blank_token_id)
+        decoder_states, _ = self.prediction_network(torch.cat([start, targets], dim=1))  # (B, U+1, H)
+        loss_arguments = dict(
+            targets=targets, logit_lengths=lengths, target_lengths=target_lengths,
+            blank_token_id=config.blank_token_id, durations=config.durations, sigma=config.sigma,
+            reduction=config.tdt_loss_reduction, zero_infinity=config.zero_infinity,
+        )
+        if config.fuse_joint_loss:
+            output.tdt_loss = fused_joint_tdt_loss(
+                encoder_states, decoder_states, self.joint.head, self.joint.activation, **loss_arguments
+            )
+        else:
+            joint = self.joint(decoder_states[:, None], encoder_states[:, :, None])  # (B, T', U+1, V+D)
+            output.tdt_loss = tdt_loss(joint[..., : config.vocab_size], joint[..., config.vocab_size :], **loss_arguments)
+
+        log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
+        output.ctc_loss = F.ctc_loss(
+            log_probs, targets, lengths, target_lengths, blank=config.blank_token_id,
+            reduction=config.ctc_loss_reduction, zero_infinity=config.zero_infinity,
+        )
+        weight = config.ctc_loss_weight
+        output.loss = (1 - weight) * output.tdt_loss + weight * output.ctc_loss
+        return output
+
+    # ------------------------------------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def transcribe(
+        self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, decoding: str = "tdt"
+    ) -> TranscriptionOutput:
+        """Greedy decoding of a batch with the TDT transducer (`decoding="tdt"`) or the CTC head (`"ctc"`)."""
+        if decoding not in ("tdt", "ctc"):
+            raise ValueError(f"decoding must be 'tdt' or 'ctc', got {decoding!r}")
+        outputs = self(input_features, attention_mask=attention_mask)
+        if decoding == "ctc":
+            return ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, self.config.blank_token_id)
+        return self.tdt_greedy_decode(outputs.encoder_states, outputs.encoder_lengths)
+
+    def joint_step(self, encoder_frame: torch.Tensor, decoder_state: torch.Tensor):
+        """(B, H), (B, H) -> token (B,) and duration (B,) argmaxes, taken separately over each part of the joint."""
+        logits = self.joint(decoder_state, encoder_frame)
+        vocab_size = self.config.vocab_size
+        return logits[:, :vocab_size].argmax(-1), self.durations[logits[:, vocab_size:].argmax(-1)]
+
+    @torch.no_grad()
+    def tdt_greedy_decode(self, encoder_states: torch.Tensor, encoder_lengths: torch.Tensor) -> TranscriptionOutput:
+        """Batched label-looping greedy TDT: the outer loop emits one label per utterance, the inner loop skips
+        blanks by their predicted durations (only the joint runs there); the prediction network runs once per label.
+
+        encoder_states (B, T', H) projected encoder frames; encoder_lengths (B,).
+        """
+        config = self.config
+        batch_size, max_time, _ = encoder_states.shape
+        rows = torch.arange(batch_size, device=encoder_states.device)
+        blank = torch.full((batch_size,), config.blank_token_id, device=encoder_states.device)
+        decoder_state, lstm_state = self.prediction_network(blank[:, None])
+        decoder_state = decoder_state[:, 0]  # (B, H)
+        time = torch.zeros_like(blank)
+        symbols_at_frame = torch.zeros_like(blank)
+        joint_evaluations = torch.zeros_like(blank)
+        sequences, timestamps, durations = ([[] for _ in range(batch_size)] for _ in range(3))
+
+        active = time < encoder_lengths
+        while active.any():
+            searching, token, duration = active.clone(), blank.clone(), torch.zeros_like(blank)
+            while searching.any():  # find each active utterance's next label, skipping blanks
+                frame = encoder_states[rows, time.clamp(max=max_time - 1)]
+                step_token, step_duration = self.joint_step(frame, decoder_state)
+                joint_evaluations += searching
+                token = torch.where(searching, step_token, token)
+                duration = torch.where(searching, step_duration, duration)
+                skip = searching & (token == config.blank_token_id)
+                time = torch.where(skip, time + duration.clamp(min=1), time)
+                symbols_at_frame = torch.where(skip, 0, symbols_at_frame)
+                searching = skip & (time < encoder_lengths)
+            emit = active & (token != config.blank_token_id) & (time < encoder_lengths)
+            for row in emit.nonzero().flatten().tolist():
+                sequences[row].append(token[row].item())
+                timestamps[row].append(time[row].item())
+                durations[row].append(duration[row].item())
+            # a label of duration 0 stays on its frame, at most max_symbols_per_step times in a row
+            symbols_at_frame = torch.where(emit & (duration == 0), symbols_at_frame + 1, 0)
+            force = symbols_at_frame >= config.max_symbols_per_step
+            time = torch.where(emit, time + duration + force.long(), time)
+            symbols_at_frame = torch.where(force, 0, symbols_at_frame)
+
+            new_state, new_lstm_state = self.prediction_network(torch.where(emit, token, blank)[:, None], lstm_state)
+            decoder_state = torch.where(emit[:, None], new_state[:, 0], decoder_state)
+            lstm_state = tuple(torch.where(emit[None, :, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
+            active = emit & (time < encoder_lengths)
+        return TranscriptionOutput(
+            sequences=sequences, frame_timestamps=timestamps, token_durations=durations,
+            joint_evaluations=joint_evaluations,
+        )
+
+    # ------------------------------------------------------------------------------------------------ export
+    def to_parakeet_ctc(self) -> ParakeetForCTC:
+        """The encoder and CTC head as a stock `ParakeetForCTC` (no custom code needed to run it)."""
+        config = ParakeetCTCConfig(
+            vocab_size=self.config.vocab_size, pad_token_id=self.config.blank_token_id,
+            ctc_zero_infinity=self.config.zero_infinity, encoder_config=self.encoder.to_parakeet_config().to_dict(),
+        )
+        return _copy_weights(self, ParakeetForCTC(config), prefixes=("encoder.", "ctc_head."))
+
+    def to_parakeet_tdt(self) -> ParakeetForTDT:
+        """The encoder and TDT transducer as a stock `ParakeetForTDT` (run its `generate` with the duration logits
+        masked out of the token argmax, see `tests/test_modeling.py`)."""
+        c = self.config
+        config = ParakeetTDTConfig(
+            vocab_size=c.vocab_size, decoder_hidden_size=c.decoder_hidden_size, num_decoder_layers=c.num_decoder_layers,
+            hidden_act=c.hidden_act, max_symbols_per_step=c.max_symbols_per_step, durations=list(c.durations),
+            blank_token_id=c.blank_token_id, pad_token_id=c.pad_token_id,
+            encoder_config=self.encoder.to_parakeet_config().to_dict(),
+        )
+        model = _copy_weights(self, ParakeetForTDT(config), prefixes=("encoder.", "encoder_projector.", "decoder.", "joint."))
+        model.generation_config.decoder_start_token_id = c.blank_token_id
+        return model
+
+
+def _copy_weights(source: nn.Module, target: nn.Module, prefixes: tuple[str, ...]) -> nn.Module:
+    state = {k: v for k, v in source.state_dict().items() if k.startswith(prefixes)}
+    target.load_state_dict(state, strict=True)
+    return target.eval()
+
+
+def ctc_greedy_decode(logits: torch.Tensor, lengths: torch.Tensor, blank_token_id: int) -> TranscriptionOutput:
+    """Best path: argmax per frame, merge repeats, drop blanks. logits (B, T', V); lengths (B,)."""
+    best = logits.argmax(-1).tolist()
+    sequences, timestamps = [], []
+    for path, length in zip(best, lengths.tolist()):
+        tokens, frames, previous = [], [], blank_token_id
+        for frame, token in enumerate(path[:length]):
+            if token != blank_token_id and token != previous:
+                tokens.append(token)
+                frames.append(frame)
+            previous = token
+        sequences.append(tokens)
+        timestamps.append(frames)
+    return TranscriptionOutput(sequences=sequences, frame_timestamps=timestamps)
+
+
+__all__ = [
+    "FastConformerForCTCTDT",
+    "FastConformerForImageAlignment",
+    "FastConformerForMaskedTokenPrediction",
+    "FastConformerModel",
+    "FastConformerPreTrainedModel",
+    "ctc_greedy_decode",
+]

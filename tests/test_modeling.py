@@ -1,0 +1,347 @@
+"""The model family: shapes and masks, heads, round trips, Auto classes, remote code, export, bad input."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCTC, AutoModelForPreTraining, LogitsProcessor
+
+from avalign.modeling import (
+    FastConformerAlignmentConfig,
+    FastConformerConfig,
+    FastConformerCTCTDTConfig,
+    FastConformerForCTCTDT,
+    FastConformerForImageAlignment,
+    FastConformerForMaskedTokenPrediction,
+    FastConformerMaskedTokenPredictionConfig,
+    FastConformerModel,
+)
+
+ENCODER = FastConformerConfig.from_preset("tiny", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+VOCAB = 12  # 11 tokens + blank (id 11)
+
+
+def make_head(kind: str, **overrides):
+    encoder = ENCODER.to_dict()
+    if kind == "mtp":
+        return FastConformerForMaskedTokenPrediction(
+            FastConformerMaskedTokenPredictionConfig(encoder_config=encoder, codebook_size=32, mask_block_size=8, **overrides)
+        )
+    if kind == "align":
+        return FastConformerForImageAlignment(
+            FastConformerAlignmentConfig(encoder_config=encoder, image_embedding_dim=24, **overrides)
+        )
+    return FastConformerForCTCTDT(
+        FastConformerCTCTDTConfig(encoder_config=encoder, vocab_size=VOCAB, decoder_hidden_size=24, **overrides)
+    )
+
+
+def padded_batch(lengths=(64, 41, 23), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(len(lengths), max(lengths), 80, generator=generator)
+    mask = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]
+    return features * mask[..., None], mask.long()
+
+
+# ---------------------------------------------------------------------------------------------- shapes and masks
+def test_encoder_shapes_lengths_and_hidden_states():
+    model = FastConformerModel(ENCODER).eval()
+    features, mask = padded_batch()
+    out = model(features, attention_mask=mask, output_hidden_states=True)
+    assert out.last_hidden_state.shape == (3, 8, ENCODER.hidden_size)
+    assert out.encoder_lengths.tolist() == [8, 6, 3]  # ceil(T / 8)
+    assert out.attention_mask.sum(-1).tolist() == [8, 6, 3]
+    assert len(out.hidden_states) == ENCODER.num_hidden_layers + 1
+
+
+def _unpadded(model_call, features, mask, row):
+    length = int(mask[row].sum())
+    return model_call(features[row : row + 1, :length], mask[row : row + 1, :length])
+
+
+@pytest.mark.parametrize("kind", ["encoder", "align", "ctc_tdt"])
+def test_padding_does_not_change_outputs_of_shorter_items(kind):
+    torch.manual_seed(0)
+    features, mask = padded_batch()
+    if kind == "encoder":
+        model = FastConformerModel(ENCODER).eval()
+        call = lambda x, m: model(x, attention_mask=m).last_hidden_state  # noqa: E731
+    elif kind == "align":
+        model = make_head("align").eval()
+        call = lambda x, m: model(x, m).audio_embeds  # noqa: E731
+    else:
+        model = make_head("ctc_tdt").eval()
+        call = lambda x, m: model(x, m).ctc_logits  # noqa: E731
+    batched = call(features, mask)
+    for row in (1, 2):
+        alone = _unpadded(call, features, mask, row)
+        torch.testing.assert_close(batched[row, : alone.shape[1]] if alone.ndim == 3 else batched[row], alone[0],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_tdt_decoding_is_batch_invariant():
+    torch.manual_seed(1)
+    model = make_head("ctc_tdt").eval()
+    features, mask = padded_batch()
+    batched = model.transcribe(features, mask)
+    for row in range(3):
+        length = int(mask[row].sum())
+        alone = model.transcribe(features[row : row + 1, :length])
+        assert alone.sequences[0] == batched.sequences[row]
+        assert alone.frame_timestamps[0] == batched.frame_timestamps[row]
+
+
+# -------------------------------------------------------------------------------------------------------- heads
+def test_masked_token_prediction_loss_only_on_masked_real_frames():
+    torch.manual_seed(0)
+    model = make_head("mtp").train()
+    features, mask = padded_batch()
+    out = model(features, mask)
+    assert out.logits.shape == (3, 8, 1, 32) and out.targets.shape == (3, 8, 1)
+    assert out.mask.any(-1).all(), "every utterance has at least one masked frame"
+    encoder_mask = torch.arange(8)[None] < out.encoder_lengths[:, None]
+    assert not (out.mask & ~encoder_mask).any(), "padding frames never enter the loss"
+    logits = out.logits
+    logits.retain_grad()
+    out.loss.backward()
+    assert logits.grad[~out.mask].abs().max() == 0 and logits.grad[out.mask].abs().max() > 0
+    # targets come from the clean input: they do not depend on the mask drawn
+    again = model(features, mask)
+    assert torch.equal(again.targets, out.targets)
+
+
+def test_quantizer_is_frozen_and_deterministic():
+    first, second = make_head("mtp"), make_head("mtp")
+    assert torch.equal(first.quantizer.codebooks, second.quantizer.codebooks)
+    assert not any(name.startswith("quantizer") for name, _ in first.named_parameters())
+
+
+@pytest.mark.parametrize("loss", ["cosine", "infonce", "siglip"])
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_alignment_losses_learn_and_respect_shared_images(loss, pooling):
+    torch.manual_seed(0)
+    model = make_head("align", alignment_loss=loss, pooling=pooling).train()
+    features, mask = padded_batch()
+    images = torch.randn(3, 24)
+    out = model(features, mask, image_embeddings=images)
+    assert out.audio_embeds.shape == (3, 24)
+    torch.testing.assert_close(out.audio_embeds.norm(dim=-1), torch.ones(3))
+    assert out.logits_per_audio.shape == (3, 3) and torch.isfinite(out.loss)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(6):
+        optimizer.zero_grad()
+        step = model(features, mask, image_embeddings=images)
+        step.loss.backward()
+        optimizer.step()
+    assert step.loss < out.loss
+    if loss == "siglip":  # rows 0 and 1 share an image: their cross pairs count as positives, not negatives
+        groups = torch.tensor([0, 0, 2])
+        shared = model(features, mask, image_embeddings=images[groups], image_groups=groups)
+        signs = torch.tensor([[1.0, 1, -1], [1, 1, -1], [-1, -1, 1]])
+        expected = -torch.nn.functional.logsigmoid(signs * shared.logits_per_audio).sum() / 3
+        torch.testing.assert_close(shared.loss, expected)
+        assert not torch.isclose(shared.loss, model(features, mask, image_embeddings=images[groups]).loss)
+
+
+def test_ctc_tdt_loss_is_weighted_sum_and_gradients_finite():
+    torch.manual_seed(0)
+    model = make_head("ctc_tdt", ctc_loss_weight=0.25)
+    features, mask = padded_batch()
+    labels = torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100], [7, -100, -100, -100]])
+    out = model(features, mask, labels=labels)
+    torch.testing.assert_close(out.loss, 0.75 * out.tdt_loss + 0.25 * out.ctc_loss)
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_fused_and_unfused_joint_give_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    fused = make_head("ctc_tdt", fuse_joint_loss=True)
+    unfused = make_head("ctc_tdt", fuse_joint_loss=False)
+    unfused.load_state_dict(fused.state_dict())
+    features, mask = padded_batch()
+    labels = torch.tensor([[1, 2, 3], [5, 6, -100], [7, -100, -100]])
+    losses = []
+    for model in (fused, unfused):
+        loss = model(features, mask, labels=labels).loss
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(fused.named_parameters(), unfused.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain, checkpointed = make_head("ctc_tdt"), make_head("ctc_tdt")
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.gradient_checkpointing_enable()
+    features, mask = padded_batch()
+    labels = torch.tensor([[1, 2], [3, -100], [4, -100]])
+    for model in (plain, checkpointed):
+        model.train()
+        model(features, mask, labels=labels).loss.backward()
+    for a, b in zip(plain.parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+# -------------------------------------------------------------------------------- overfit, decode, export (slow-ish)
+UTTERANCE_LABELS = [[1, 2, 3, 4], [5, 6, 5, 7], [8, 9, 10]]
+
+
+@pytest.fixture(scope="module")
+def overfit_model():
+    """A tiny CTC + TDT model trained to memorise three utterances."""
+    torch.manual_seed(0)
+    model = make_head("ctc_tdt", ctc_loss_weight=0.5)
+    features, mask = padded_batch(lengths=(96, 88, 72), seed=3)
+    width = max(map(len, UTTERANCE_LABELS))
+    labels = torch.tensor([row + [-100] * (width - len(row)) for row in UTTERANCE_LABELS])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(150):
+        optimizer.zero_grad()
+        model(features, mask, labels=labels).loss.backward()
+        optimizer.step()
+    return model.eval(), features, mask
+
+
+def test_overfit_model_decodes_its_utterances_with_ctc_and_tdt(overfit_model):
+    model, features, mask = overfit_model
+    assert model.transcribe(features, mask, decoding="ctc").sequences == UTTERANCE_LABELS
+    tdt = model.transcribe(features, mask, decoding="tdt")
+    assert tdt.sequences == UTTERANCE_LABELS
+    lengths = model(features, mask).encoder_lengths.tolist()
+    for frames, length in zip(tdt.frame_timestamps, lengths):
+        assert frames == sorted(frames) and all(0 <= f < length for f in frames)
+    assert (tdt.joint_evaluations > 0).all()
+
+
+def test_export_to_stock_parakeet_gives_identical_outputs(overfit_model):
+    model, features, mask = overfit_model
+    ctc = model.to_parakeet_ctc()
+    torch.testing.assert_close(ctc(input_features=features, attention_mask=mask).logits, model(features, mask).ctc_logits)
+
+    tdt = model.to_parakeet_tdt()
+    vocab_size = model.config.vocab_size
+
+    class TokensOnly(LogitsProcessor):  # stock generate takes one argmax over tokens and durations together
+        def __call__(self, input_ids, scores):
+            scores[:, vocab_size:] = float("-inf")
+            return scores
+
+    generated = tdt.generate(input_features=features, attention_mask=mask, logits_processor=[TokensOnly()])
+    stock = [[t for t in row if t != model.config.blank_token_id] for row in generated.sequences.tolist()]
+    assert stock == model.transcribe(features, mask).sequences == UTTERANCE_LABELS
+
+
+# ----------------------------------------------------------------------------------- round trips and Auto classes
+@pytest.mark.parametrize("kind", ["encoder", "mtp", "align", "ctc_tdt"])
+def test_save_load_round_trip_and_auto_classes(tmp_path, kind):
+    torch.manual_seed(0)
+    model = (FastConformerModel(ENCODER) if kind == "encoder" else make_head(kind)).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "modeling_fastconformer.py").is_file() and (tmp_path / "tdt_loss.py").is_file()
+    assert AutoConfig.from_pretrained(tmp_path).auto_map["AutoModel"].endswith(type(model).__name__)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    features, mask = padded_batch()
+    first, second = model.encoder if kind != "encoder" else model, loaded.encoder if kind != "encoder" else loaded
+    torch.testing.assert_close(first(features, mask).last_hidden_state, second(features, mask).last_hidden_state)
+
+
+def test_head_auto_classes(tmp_path):
+    make_head("ctc_tdt").save_pretrained(tmp_path / "asr")
+    make_head("mtp").save_pretrained(tmp_path / "mtp")
+    assert type(AutoModelForCTC.from_pretrained(tmp_path / "asr")) is FastConformerForCTCTDT
+    assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "mtp")) is FastConformerForMaskedTokenPrediction
+
+
+REMOTE_CODE_CHECK = """
+import sys, importlib.abc
+class NoAvalign(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "avalign" or name.startswith("avalign."):
+            raise ImportError("avalign is not installed here")
+sys.meta_path.insert(0, NoAvalign())
+import torch
+from transformers import AutoModel
+folder = sys.argv[1]
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert "avalign" not in type(model).__module__, type(model).__module__
+inputs = torch.load(folder + "/inputs.pt")
+out = model(inputs["features"], inputs["mask"])
+torch.testing.assert_close(out.ctc_logits, inputs["expected"])
+print("REMOTE", type(model).__name__)
+"""
+
+
+def test_remote_code_loads_where_avalign_is_not_installed(tmp_path):
+    torch.manual_seed(0)
+    model = make_head("ctc_tdt").eval()
+    model.save_pretrained(tmp_path)
+    features, mask = padded_batch()
+    torch.save({"features": features, "mask": mask, "expected": model(features, mask).ctc_logits}, tmp_path / "inputs.pt")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(REMOTE_CODE_CHECK), str(tmp_path)],
+        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE FastConformerForCTCTDT" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+def test_bad_inputs_raise_clear_errors():
+    model = make_head("ctc_tdt")
+    features, mask = padded_batch()
+    with pytest.raises(ValueError, match="no feature frames"):
+        model(features, torch.zeros_like(mask))
+    with pytest.raises(ValueError, match="no feature frames"):
+        model(features[:, :0])
+    with pytest.raises(TypeError, match="floating-point"):
+        model(features.long())
+    with pytest.raises(ValueError, match=r"shape \(batch, frames, 80\)"):
+        model(features[0])
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        model(features, mask[:, :10])
+    with pytest.raises(ValueError, match="label id 12 at row 1"):
+        model(features, mask, labels=torch.tensor([[1, 2], [12, -100], [3, -100]]))
+    with pytest.raises(ValueError, match="not the blank"):
+        model(features, mask, labels=torch.tensor([[1, 2], [11, -100], [3, -100]]))
+    with pytest.raises(ValueError, match="right-padded"):
+        model(features, mask, labels=torch.tensor([[1, 2], [-100, 3], [3, -100]]))
+    with pytest.raises(ValueError, match="image_embeddings must have shape"):
+        make_head("align")(features, mask, image_embeddings=torch.randn(3, 7))
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (lambda: FastConformerConfig(hidden_size=30, num_attention_heads=4), "divisible by num_attention_heads"),
+        (lambda: FastConformerConfig(subsampling_factor=6), "power of 2"),
+        (lambda: FastConformerConfig(conv_kernel_size=4), "must be odd"),
+        (lambda: FastConformerCTCTDTConfig(vocab_size=10, blank_token_id=10), "blank_token_id"),
+        (lambda: FastConformerCTCTDTConfig(durations=[0]), "at least one value >= 1"),
+        (lambda: FastConformerAlignmentConfig(pooling="max"), "pooling"),
+        (lambda: FastConformerMaskedTokenPredictionConfig(mask_probability=0.0), "mask_probability"),
+        (lambda: FastConformerConfig.from_preset("huge"), "Unknown FastConformer preset"),
+    ],
+)
+def test_inconsistent_configs_raise(config, message):
+    with pytest.raises(Exception, match=message):
+        config()
+
+
+def test_labels_no_alignment_can_fit_give_zero_not_nan():
+    model = make_head("ctc_tdt", durations=[1, 2])  # without duration 0, every label needs its own frame
+    features, mask = padded_batch(lengths=(16, 16))
+    labels = torch.tensor([[1, 2, 3, 4, 5], [1, 2, -100, -100, -100]])  # row 0: 5 labels, 2 frames
+    out = model(features, mask, labels=labels)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
