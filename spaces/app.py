@@ -1,0 +1,471 @@
+"""The avalign Space: transcribe picture-prompted speech and retrieve the pictures it describes.
+
+    python spaces/app.py --model RUN_DIR                                   # a pipeline run directory
+    python spaces/app.py --model ASR_FOLDER_OR_HUB_ID [--align-model ALIGN_FOLDER_OR_HUB_ID --gallery GALLERY_DIR]
+
+With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the alignment model `RUN_DIR/align`, the gallery
+the test-split images of `RUN_DIR/corpus` (with their vision-teacher embeddings) and the examples one test clip per
+language. On the Hub the Space runs `app.py` without arguments: every option then falls back to an environment
+variable (`AVALIGN_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`) and the gallery and examples
+to the `gallery/` and `examples/` folders next to this file.
+
+A gallery folder holds PNGs, `gallery.json` ({"teacher": fingerprint, "images": [{"file", "caption", "image_id"}],
+"skipped": {image_id: reason}}) and `embeddings.safetensors` ({"embeddings": (N, E)} unit-norm teacher embeddings,
+row i for images[i]); `build_gallery` writes one from a run directory.
+
+Language detection: the corpus languages each have their own script, except Hindi and Marathi (both Devanagari).
+The transcript's most frequent Unicode script among its letters picks the language; within a shared script, the
+language whose corpus vocabulary (`avalign.training.lexicons`) contains most of the transcript's words wins.
+"""
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
+
+from avalign.modeling import FastConformerForCTCTDT, FastConformerForImageAlignment, ctc_greedy_decode
+from avalign.training.audio import TARGET_SAMPLING_RATE, AudioError, load_audio
+from avalign.training.lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
+from avalign.training.loaders import AUDIO_SUFFIXES, load_embedded
+from avalign.training.teacher import (
+    MANIFEST_FILE,
+    VisionTeacher,
+    embed_images,
+    first_row_per_id,
+    load_image_embeddings,
+    load_rgb_image,
+)
+
+logger = logging.getLogger(__name__)
+
+SPACE_DIR = Path(__file__).resolve().parent
+MAX_SECONDS = 30.0
+MIN_SECONDS = 0.1
+MAX_FILE_BYTES = 10 * 1024 * 1024
+SILENCE_RMS = 1e-3  # about -60 dBFS
+GALLERY_FILE, GALLERY_EMBEDDINGS_FILE = "gallery.json", "embeddings.safetensors"
+ASR_DEFAULT, ALIGN_DEFAULT = Path("asr") / "aligned-f1.0", Path("align")
+AUDIO_PROBLEMS = {
+    "unreadable": "not a readable audio file (soundfile cannot decode it); upload WAV, FLAC, MP3 or OGG audio",
+    "truncated": "the audio file is cut short: {detail}",
+    "empty": "the audio file holds no samples",
+    "non_finite": "the audio has invalid samples: {detail}",
+    "too_short": "the clip is too short: {detail}",
+    "too_long": "the clip is too long: {detail}; trim it to {max_seconds:g} s or less",
+}
+
+
+# ----------------------------------------------------------------------------- input checks
+def rejected(message: str) -> gr.Error:
+    """A message for the UI about bad input: logged as one line, shown without a traceback."""
+    logger.warning("rejected: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+def read_upload(path: str | None) -> np.ndarray:
+    """The uploaded or recorded clip as float32 mono 16 kHz (T,); raises `gr.Error` saying what is wrong."""
+    if not path:
+        raise rejected("No audio: record a clip or upload an audio file.")
+    path = Path(path)
+    name = path.name
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        raise rejected(f"{name}: not an audio file; accepted types are {' '.join(AUDIO_SUFFIXES)}.")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise rejected(f"{name}: {size / 2**20:.1f} MB is over the {MAX_FILE_BYTES / 2**20:g} MB limit.")
+    try:
+        samples = load_audio(path, min_seconds=MIN_SECONDS, max_seconds=MAX_SECONDS, source=name)
+    except AudioError as error:
+        problem = AUDIO_PROBLEMS[error.reason].format(detail=error.detail, max_seconds=MAX_SECONDS)
+        raise rejected(f"{name}: {problem}.") from error
+    rms = float(np.sqrt(np.mean(np.square(samples))))
+    if rms < SILENCE_RMS:
+        raise rejected(f"{name}: the clip is silent (RMS {rms:.1e} is below {SILENCE_RMS:g}); record or upload speech.")
+    return samples
+
+
+# ----------------------------------------------------------------------------- language detection
+def text_script(text: str) -> str | None:
+    """The most frequent Unicode script among the letters and marks of `text` ("DEVANAGARI", "LATIN", ...)."""
+    scripts = Counter(unicodedata.name(char, "?").split(" ")[0] for char in text if unicodedata.category(char)[0] in "LM")
+    return scripts.most_common(1)[0][0] if scripts else None
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _strings(item)
+
+
+@functools.cache
+def lexicon_words(language: str) -> frozenset[str]:
+    """Every word of the corpus lexicon of `language` (vocabulary and templates, slots removed)."""
+    lexicon = LEXICONS[language]
+    fields = [getattr(lexicon, field.name) for field in dataclasses.fields(lexicon) if field.name != "voice"]
+    return frozenset(re.sub(r"\{\w+\}", " ", " ".join(_strings(fields))).split())
+
+
+@functools.cache
+def language_scripts() -> dict[str, str]:
+    """Corpus language -> the script its lexicon is written in."""
+    return {language: text_script(" ".join(lexicon_words(language))) for language in LANGUAGES}
+
+
+def language_label(language: str) -> str:
+    return f"{LANGUAGE_NAMES[language]} ({language})"
+
+
+def describe_language(transcript: str, chosen: str = "auto") -> str:
+    """The chosen language, or the one detected from the transcript's script (and vocabulary within a script)."""
+    if chosen and chosen != "auto":
+        return f"{language_label(chosen)}, chosen"
+    script = text_script(transcript)
+    if script is None:
+        return "unknown: the transcript has no letters"
+    candidates = [language for language, language_script in language_scripts().items() if language_script == script]
+    if not candidates:
+        return f"unknown: no corpus language is written in the {script.title()} script"
+    if len(candidates) == 1:
+        return f"{language_label(candidates[0])}, detected from the {script.title()} script"
+    words = transcript.split()
+    best = max(candidates, key=lambda language: sum(word in lexicon_words(language) for word in words))
+    return f"{language_label(best)}, detected from the {script.title()} script and vocabulary (of {'/'.join(candidates)})"
+
+
+# ----------------------------------------------------------------------------- word timestamps
+def word_timestamps(tokenizer, token_ids, frames, durations, frame_seconds: float, audio_seconds: float) -> list:
+    """[word, start s, end s] per word: a word starts at each token that begins with "▁"; a token spans its
+    frame and its predicted duration (at least one frame)."""
+    words = []  # [token ids, first frame, end frame]
+    for token, token_id, frame, duration in zip(tokenizer.convert_ids_to_tokens(token_ids), token_ids, frames, durations):
+        if token.startswith("▁") or not words:
+            words.append([[], frame, frame])
+        words[-1][0].append(token_id)
+        words[-1][2] = frame + max(duration, 1)
+    rows = []
+    for ids, start, end in words:
+        text = tokenizer.decode(ids, group_tokens=False).strip()
+        if text:
+            rows.append([text, round(start * frame_seconds, 2), round(min(end * frame_seconds, audio_seconds), 2)])
+    return rows
+
+
+# ----------------------------------------------------------------------------- gallery
+@dataclasses.dataclass
+class Gallery:
+    """Images to retrieve: files, captions and ids, with their unit-norm teacher embeddings (N, E)."""
+
+    files: list[Path]
+    captions: list[str]
+    image_ids: list[str]
+    embeddings: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def load_gallery(folder: str | os.PathLike) -> Gallery:
+    """Read a gallery folder (see the module docstring); raises ValueError naming the file that is wrong."""
+    folder = Path(folder)
+    for name in (GALLERY_FILE, GALLERY_EMBEDDINGS_FILE):
+        if not (folder / name).is_file():
+            raise ValueError(f"gallery {folder}: {name} is missing (build one with build_gallery)")
+    images = json.loads((folder / GALLERY_FILE).read_text(encoding="utf-8"))["images"]
+    embeddings = load_file(folder / GALLERY_EMBEDDINGS_FILE)["embeddings"]
+    if embeddings.ndim != 2 or len(embeddings) != len(images) or not images:
+        raise ValueError(
+            f"gallery {folder}: {GALLERY_EMBEDDINGS_FILE} has shape {tuple(embeddings.shape)} but {GALLERY_FILE} "
+            f"lists {len(images)} images; expected ({len(images)}, E) with at least one image"
+        )
+    files = [folder / image["file"] for image in images]
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        raise ValueError(f"gallery {folder}: {len(missing)} image file(s) of {GALLERY_FILE} are missing: {missing[:5]}")
+    return Gallery(
+        files=files,
+        captions=[image.get("caption", "") for image in images],
+        image_ids=[image["image_id"] for image in images],
+        embeddings=F.normalize(embeddings.float(), dim=-1),
+    )
+
+
+def teacher_embeddings(run_dir: Path, images):
+    """The vision-teacher embedding cache of a run, holding every `image_id` of `images` (a dataset with
+    `image_id` and `image`): read from RUN_DIR/embeddings, or computed with RUN_DIR/teacher into that cache."""
+    cache_dir = run_dir / "embeddings"
+    if (cache_dir / MANIFEST_FILE).exists():
+        cache = load_image_embeddings(cache_dir)
+        if all(image_id in cache for image_id in images["image_id"]):
+            return cache
+    if not (run_dir / "teacher").is_dir():
+        raise ValueError(f"run {run_dir}: embeddings/ lacks gallery images and there is no teacher/ to embed them")
+    return embed_images(VisionTeacher(run_dir / "teacher", device="cpu"), images, cache_dir)
+
+
+def build_gallery(
+    run_dir: str | os.PathLike, output_dir: str | os.PathLike, max_images: int = 48, split: str = "test"
+) -> Path:
+    """Write a gallery folder from the first `max_images` distinct images of the run's corpus `split`.
+
+    Images without a usable picture or embedding are left out, counted in `gallery.json` ("skipped") and logged.
+    """
+    run_dir, output_dir = Path(run_dir), Path(output_dir)
+    dataset = load_embedded(run_dir / "corpus")[split]
+    first_rows = [row for image_id, row in first_row_per_id(dataset["image_id"]).items() if image_id][:max_images]
+    images = dataset.select(first_rows).select_columns(["image_id", "image", "image_caption"])
+    cache = teacher_embeddings(run_dir, images)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    entries, skipped = [], {}
+    for row in images:
+        image_id = row["image_id"]
+        if image_id not in cache:
+            skipped[image_id] = cache.skipped.get(image_id, "no teacher embedding")
+            continue
+        load_rgb_image(row["image"]).save(output_dir / f"{image_id}.png")
+        entries.append({"file": f"{image_id}.png", "caption": row["image_caption"], "image_id": image_id})
+    if skipped:
+        logger.warning("gallery: skipped %d of %d images: %s", len(skipped), len(images), list(skipped.items())[:5])
+    embeddings = cache.lookup([entry["image_id"] for entry in entries])  # (N, E)
+    save_file({"embeddings": embeddings.contiguous()}, output_dir / GALLERY_EMBEDDINGS_FILE)
+    gallery = {"teacher": cache.teacher, "images": entries, "skipped": skipped}
+    (output_dir / GALLERY_FILE).write_text(json.dumps(gallery, indent=1, ensure_ascii=False), encoding="utf-8")
+    return output_dir
+
+
+def write_examples(
+    run_dir: str | os.PathLike, output_dir: str | os.PathLike, per_language: int = 1, split: str = "test"
+) -> list[Path]:
+    """Write the first `per_language` clips of each language of the run's corpus `split` as audio files."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_embedded(Path(run_dir) / "corpus")[split].select_columns(["audio", "language", "utterance_id"])
+    taken, paths = Counter(), []
+    for row in dataset:
+        if taken[row["language"]] < per_language:
+            taken[row["language"]] += 1
+            suffix = Path(row["audio"]["path"] or "").suffix or ".flac"  # the embedded corpus stores FLAC bytes
+            path = output_dir / f"{row['utterance_id']}{suffix}"
+            path.write_bytes(row["audio"]["bytes"])
+            paths.append(path)
+    return paths
+
+
+def example_files(folder: str | os.PathLike | None) -> list[Path]:
+    """The audio files of an examples folder (none when no folder is given)."""
+    return sorted(path for path in Path(folder).iterdir() if path.suffix.lower() in AUDIO_SUFFIXES) if folder else []
+
+
+# ----------------------------------------------------------------------------- the Space
+def audio_features(feature_extractor, samples: np.ndarray):
+    """(T,) samples -> a batch of one: input_features (1, T_f, num_mel_bins) and attention_mask (1, T_f)."""
+    return feature_extractor(
+        [samples], sampling_rate=TARGET_SAMPLING_RATE, return_attention_mask=True, return_tensors="pt"
+    )
+
+
+@dataclasses.dataclass
+class Space:
+    """The loaded models and gallery, and the two endpoints."""
+
+    asr_model: FastConformerForCTCTDT
+    feature_extractor: object  # ParakeetFeatureExtractor
+    tokenizer: object  # ParakeetTokenizer
+    align_model: FastConformerForImageAlignment | None = None
+    align_feature_extractor: object = None
+    gallery: Gallery | None = None
+    retrieval_disabled: str = ""  # why retrieval is off; "" when it is on
+    examples: list[Path] = dataclasses.field(default_factory=list)
+    workdir: object = None  # a TemporaryDirectory (gallery and examples built from a run) kept alive with the Space
+
+    @torch.inference_mode()
+    def transcribe(self, audio: str | None, language: str = "auto"):
+        """Audio file -> TDT transcript, CTC transcript, language, word timestamps [[word, start s, end s]]."""
+        samples = read_upload(audio)
+        model, inputs = self.asr_model, audio_features(self.feature_extractor, samples)
+        outputs = model(inputs.input_features, attention_mask=inputs.attention_mask)  # one encoder pass, two decoders
+        tdt = model.tdt_greedy_decode(outputs.encoder_states, outputs.encoder_lengths)
+        ctc = ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, model.config.blank_token_id)
+        tdt_text, ctc_text = (
+            self.tokenizer.decode(result.sequences[0], group_tokens=False) for result in (tdt, ctc)
+        )
+        frame_seconds = (
+            self.feature_extractor.hop_length * model.config.encoder_config.subsampling_factor / TARGET_SAMPLING_RATE
+        )
+        words = word_timestamps(
+            self.tokenizer, tdt.sequences[0], tdt.frame_timestamps[0], tdt.token_durations[0],
+            frame_seconds, len(samples) / TARGET_SAMPLING_RATE,
+        )  # fmt: skip
+        return tdt_text, ctc_text, describe_language(tdt_text, language), words
+
+    @torch.inference_mode()
+    def retrieve_images(self, audio: str | None, top_k: int = 5):
+        """Audio file -> the `top_k` gallery images closest to the audio embedding, and [[rank, image_id, caption,
+        cosine]]."""
+        if self.retrieval_disabled:
+            raise rejected(self.retrieval_disabled)
+        samples = read_upload(audio)
+        inputs = audio_features(self.align_feature_extractor, samples)
+        audio_embeds, _ = self.align_model.embed_audio(inputs.input_features, inputs.attention_mask)  # (1, E)
+        cosine = (audio_embeds @ self.gallery.embeddings.T)[0]  # (N,)
+        scores, indices = cosine.topk(min(int(top_k), len(self.gallery)))
+        gallery, table = [], []
+        for rank, (score, index) in enumerate(zip(scores.tolist(), indices.tolist()), start=1):
+            caption = self.gallery.captions[index]
+            gallery.append((str(self.gallery.files[index]), f"{rank}. {caption} ({score:.3f})"))
+            table.append([rank, self.gallery.image_ids[index], caption, round(score, 4)])
+        return gallery, table
+
+
+def load_stage_model(name_or_path, expected_class, role: str):
+    model = AutoModel.from_pretrained(name_or_path)
+    if not isinstance(model, expected_class):
+        raise ValueError(f"{role} {name_or_path}: a {type(model).__name__}, expected a {expected_class.__name__}")
+    return model.eval()
+
+
+def is_run_dir(path: str) -> bool:
+    return (Path(path) / "asr").is_dir()
+
+
+def load_space(args: argparse.Namespace) -> Space:
+    """Load the models (once) and the gallery; in run-directory mode fill in the defaults from the run."""
+    asr_path, align_path, gallery_dir = args.model, args.align_model, args.gallery
+    examples, workdir = example_files(args.examples), None
+    if is_run_dir(args.model):
+        run_dir = Path(args.model)
+        asr_path = run_dir / ASR_DEFAULT
+        if not asr_path.is_dir():
+            found = sorted(path.name for path in (run_dir / "asr").iterdir())
+            raise ValueError(f"run {run_dir}: no {ASR_DEFAULT} model; found {found}: pass one as --model")
+        align_path = align_path or run_dir / ALIGN_DEFAULT
+        workdir = tempfile.TemporaryDirectory(prefix="avalign-space-")
+        gallery_dir = gallery_dir or build_gallery(run_dir, Path(workdir.name) / "gallery")
+        examples = examples or write_examples(run_dir, Path(workdir.name) / "examples")
+    space = Space(
+        asr_model=load_stage_model(asr_path, FastConformerForCTCTDT, "--model"),
+        feature_extractor=AutoFeatureExtractor.from_pretrained(asr_path),
+        tokenizer=AutoTokenizer.from_pretrained(asr_path),
+        examples=examples,
+        workdir=workdir,
+    )
+    missing = [option for option, value in (("--align-model", align_path), ("--gallery", gallery_dir)) if not value]
+    if missing:
+        space.retrieval_disabled = (
+            f"Image retrieval is disabled: start the Space with {' and '.join(missing)} "
+            "(or with --model pointing at a pipeline run directory)."
+        )
+        return space
+    space.align_model = load_stage_model(align_path, FastConformerForImageAlignment, "--align-model")
+    space.align_feature_extractor = AutoFeatureExtractor.from_pretrained(align_path)
+    space.gallery = load_gallery(gallery_dir)
+    model_dim, gallery_dim = space.align_model.config.image_embedding_dim, space.gallery.embeddings.shape[1]
+    if model_dim != gallery_dim:
+        raise ValueError(
+            f"--align-model {align_path} embeds into {model_dim} dimensions but gallery {gallery_dir} holds "
+            f"{gallery_dim}-dimensional embeddings: they come from different vision teachers"
+        )
+    return space
+
+
+# ----------------------------------------------------------------------------- UI
+def build_demo(args: argparse.Namespace) -> gr.Blocks:
+    """The Blocks UI over models loaded once; endpoints /transcribe and /retrieve_images."""
+    space = load_space(args)
+    examples = [str(path) for path in space.examples]
+    limits = f"Clips up to {MAX_SECONDS:g} s and {MAX_FILE_BYTES / 2**20:g} MB ({', '.join(AUDIO_SUFFIXES)})."
+    with gr.Blocks(title="avalign: picture-prompted speech recognition") as demo:
+        gr.Markdown(
+            "# avalign\nSpeech recognition for low-resource languages, with audio-image alignment as a "
+            f"continued-pretraining stage (FastConformer, CTC + TDT). {limits}"
+        )
+        with gr.Tab("Transcribe"):
+            with gr.Row():
+                with gr.Column():
+                    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
+                    language = gr.Dropdown(
+                        [("auto (detect from the script)", "auto")]
+                        + [(language_label(code), code) for code in LANGUAGES],
+                        value="auto", label="Language",
+                    )  # fmt: skip
+                    transcribe_button = gr.Button("Transcribe", variant="primary")
+                with gr.Column():
+                    tdt_text = gr.Textbox(label="Transcript (TDT)", interactive=False)
+                    ctc_text = gr.Textbox(label="Transcript (CTC)", interactive=False)
+                    detected = gr.Textbox(label="Language (detected or chosen)", interactive=False)
+            words = gr.Dataframe(
+                headers=["word", "start (s)", "end (s)"], label="Word timestamps (TDT)", interactive=False
+            )
+            if examples:
+                gr.Examples([[path, "auto"] for path in examples], inputs=[audio, language], label="Corpus clips")
+            transcribe_button.click(space.transcribe, [audio, language], [tdt_text, ctc_text, detected, words])
+        with gr.Tab("Image retrieval"):
+            if space.retrieval_disabled:
+                gr.Markdown(space.retrieval_disabled)
+            with gr.Row():
+                with gr.Column():
+                    retrieval_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
+                    gallery_size = len(space.gallery) if space.gallery else 10
+                    top_k = gr.Slider(1, gallery_size, value=min(5, gallery_size), step=1, label="Images to show (k)")
+                    retrieve_button = gr.Button("Find the pictures", variant="primary")
+                with gr.Column():
+                    images = gr.Gallery(label="Closest gallery images", columns=3)
+            scores = gr.Dataframe(headers=["rank", "image_id", "caption", "cosine"], label="Scores", interactive=False)
+            if examples:
+                gr.Examples([[path] for path in examples], inputs=[retrieval_audio], label="Corpus clips")
+            retrieve_button.click(space.retrieve_images, [retrieval_audio, top_k], [images, scores])
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    environ = os.environ.get
+    default_folder = lambda name: str(SPACE_DIR / name) if (SPACE_DIR / name).is_dir() else None  # noqa: E731
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=environ("AVALIGN_MODEL"), help="run directory, stage-3 folder or Hub id")
+    parser.add_argument("--align-model", default=environ("AVALIGN_ALIGN_MODEL"), help="stage-2 folder or Hub id")
+    parser.add_argument("--gallery", default=environ("AVALIGN_GALLERY") or default_folder("gallery"),
+                        help="a gallery folder (see build_gallery)")  # fmt: skip
+    parser.add_argument("--examples", default=environ("AVALIGN_EXAMPLES") or default_folder("examples"),
+                        help="a folder of audio clips")  # fmt: skip
+    parser.add_argument("--host", default=environ("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(environ("GRADIO_SERVER_PORT", "7860")))
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (or set AVALIGN_MODEL)")
+    return args
+
+
+def main(argv=None, **launch_kwargs) -> gr.Blocks:
+    """Build and launch the Space; `launch_kwargs` go to `Blocks.launch` (e.g. `prevent_thread_lock=True`)."""
+    args = parse_args(argv)
+    demo = build_demo(args)
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=args.host,
+        server_port=args.port,
+        max_file_size=MAX_FILE_BYTES,
+        allowed_paths=[path for path in (args.gallery, args.examples) if path],
+        **launch_kwargs,
+    )
+    return demo
+
+
+if __name__ == "__main__":
+    main()
