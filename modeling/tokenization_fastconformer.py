@@ -35,8 +35,13 @@ BYTE_TOKENS = [f"<0x{byte:02X}>" for byte in range(256)]
 NUM_RESERVED_IDS = 1 + len(BYTE_TOKENS) + 1  # <unk>, bytes, <blank>
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, max_token_length: int = 16) -> ParakeetTokenizer:
-    """Train a BPE tokenizer of exactly `vocab_size` ids (reserved ids included) on `texts`."""
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 1024, max_token_length: int = 16, shrink_to_fit: bool = False
+) -> ParakeetTokenizer:
+    """Train a BPE tokenizer of exactly `vocab_size` ids (reserved ids included) on `texts`.
+
+    A corpus too small for `vocab_size` raises, unless `shrink_to_fit`: then the vocabulary is what it yields.
+    """
     texts = _validated_texts(texts)
     if vocab_size <= NUM_RESERVED_IDS:
         raise ValueError(
@@ -56,7 +61,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, max_token_leng
     )
     backend.train_from_iterator(texts, trainer)
     learned_vocab, merges = _learned_vocab_and_merges(backend)
-    if len(learned_vocab) < learned_size:
+    if len(learned_vocab) < learned_size and not shrink_to_fit:
         raise ValueError(
             f"the corpus yields only {len(learned_vocab)} subwords, too few for vocab_size={vocab_size}; "
             f"use vocab_size <= {len(learned_vocab) + NUM_RESERVED_IDS} or more transcripts"

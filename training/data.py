@@ -321,8 +321,8 @@ class SpeechCollator:
 
     Returns `input_features` (B, T, 80) log-mel from `ParakeetFeatureExtractor`, `attention_mask` (B, T),
     `labels` (B, U) padded with -100 when a tokenizer is given, `image_embeddings` (B, D) looked up by
-    `image_id` when a cache is given ({image_id: (D,)} or (image_ids, (N, D) tensor)), `language` and
-    `utterance_id` lists, and `skipped`: [(reason, row)] for rows dropped from this batch (audio that no longer
+    `image_id` when a cache is given ({image_id: (D,)} or (image_ids, (N, D) tensor)), `language`,
+    `utterance_id`, `image_id` and `transcript` lists, and `skipped`: [(reason, row)] for rows dropped from this batch (audio that no longer
     decodes, or no embedding for its image). Skips are also counted in `self.skip_report` (in this process;
     with DataLoader workers count `batch["skipped"]` in the loop). A batch whose every row is dropped is
     returned as None: the loop skips it.
@@ -364,6 +364,8 @@ class SpeechCollator:
             "attention_mask": features["attention_mask"],  # (B, T)
             "language": [row.get("language", "") for row in kept],
             "utterance_id": [row.get("utterance_id", "") for row in kept],
+            "image_id": [row.get("image_id", "") for row in kept],
+            "transcript": [row.get("transcript", "") for row in kept],
             "skipped": skipped,
         }
         if self.tokenizer is not None:

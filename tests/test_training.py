@@ -1,0 +1,132 @@
+"""The stage scripts and the shared loop: end to end on the smoke corpus, exact resume after SIGKILL, non-finite
+losses, corrupt checkpoints, two processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from avalign.training import train_asr, train_pretrain
+from avalign.training.corpus import feature_extractor, load_splits
+from avalign.training.data import SpeechCollator
+from avalign.training.trainer import NonFiniteLossError, StageArguments, StageTrainer, parse_arguments
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_ASR = ["--decoder_hidden_size", "32", "--vocab_size", "400", "--max_seconds_per_batch", "20",
+            "--warmup_steps", "2", "--logging_steps", "2", "--progress", "false"]  # fmt: skip
+
+
+def asr_command(corpus, encoder, output_dir, *extra):
+    return [sys.executable, str(REPO / "training" / "train_asr.py"), "--corpus", str(corpus), "--init_encoder",
+            str(encoder), "--output_dir", str(output_dir), *TINY_ASR, *extra]  # fmt: skip
+
+
+def run(command, **kwargs):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, **kwargs)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_config_file_gives_defaults_and_flags_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("output_dir: out\nlearning_rate: 0.01\nmax_steps: 7\n")
+    (training,) = parse_arguments((StageArguments,), ["--config", str(config), "--max_steps", "9"])
+    assert (training.output_dir, training.learning_rate, training.max_steps) == ("out", 0.01, 9)
+
+
+def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, tiny_encoder_dir, tmp_path):
+    steps = ["--max_steps", "10", "--save_steps", "3"]
+    run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path / "straight", *steps))
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(asr_command(smoke_corpus, tiny_encoder_dir, interrupted, *steps), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not (interrupted / "checkpoints" / "step-00000003").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "model.safetensors").exists(), "the kill came too late to test anything"
+
+    run(asr_command(smoke_corpus, tiny_encoder_dir, interrupted, *steps, "--resume", "true"))
+    straight, resumed = load_file(tmp_path / "straight" / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
+    assert json.loads((interrupted / "metrics.json").read_text())["global_step"] == 10
+
+
+def make_trainer(corpus, encoder_dir, output_dir, compute_loss=None, **arguments):
+    args = train_pretrain.PretrainArguments(corpus=str(corpus), init_encoder=str(encoder_dir), codebook_size=32)
+    training = StageArguments(output_dir=str(output_dir), max_seconds_per_batch=20, warmup_steps=1, progress=False,
+                              logging_steps=1, **arguments)  # fmt: skip
+    dataset = load_splits(str(corpus), ["unlabeled"])
+    return StageTrainer(training, train_pretrain.build_model(args), dataset, SpeechCollator(feature_extractor()),
+                        compute_loss or train_pretrain.masked_prediction_loss)  # fmt: skip
+
+
+def test_nonfinite_losses_are_skipped_and_counted(smoke_corpus, tiny_encoder_dir, tmp_path):
+    calls = {"n": 0}
+
+    def sometimes_nan(model, batch):
+        loss, logs = train_pretrain.masked_prediction_loss(model, batch)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] % 2 else loss), logs
+
+    trainer = make_trainer(smoke_corpus, tiny_encoder_dir, tmp_path, sometimes_nan, max_steps=3, save_steps=0)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    result = trainer.train()
+    assert result.global_step == 3 and result.skipped_nonfinite == 3
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_a_run_that_keeps_producing_nonfinite_losses_stops_with_a_clear_message(smoke_corpus, tiny_encoder_dir, tmp_path):
+    def always_nan(model, batch):
+        loss, logs = train_pretrain.masked_prediction_loss(model, batch)
+        return loss * float("inf"), logs
+
+    trainer = make_trainer(smoke_corpus, tiny_encoder_dir, tmp_path, always_nan, max_steps=5,
+                           max_consecutive_nonfinite=3)  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses"):
+        trainer.train()
+
+
+def test_corrupt_checkpoint_is_reported_and_resume_falls_back(smoke_corpus, tiny_encoder_dir, tmp_path, caplog):
+    trainer = make_trainer(smoke_corpus, tiny_encoder_dir, tmp_path, max_steps=4, save_steps=2)
+    trainer.train()
+    latest = tmp_path / "checkpoints" / "step-00000004"
+    (latest / "model.safetensors").write_bytes(b"not a safetensors file")
+    again = make_trainer(smoke_corpus, tiny_encoder_dir, tmp_path, max_steps=4, save_steps=2, resume=True)
+    with caplog.at_level("WARNING", logger="avalign"):
+        again._resume()
+    assert "step-00000004 is unreadable" in caplog.text
+    assert again.state["global_step"] == 2
+
+
+def test_lora_fine_tuning_trains_adapters_and_saves_a_plain_model(smoke_corpus, tiny_encoder_dir, tmp_path):
+    run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path, "--max_steps", "2", "--save_steps", "0",
+                    "--lora_rank", "4", "--train_fraction", "0.25"))  # fmt: skip
+    weights = load_file(tmp_path / "model.safetensors")
+    assert not any("lora" in name for name in weights)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_utterances"] < len(load_splits(str(smoke_corpus), ["train"]))
+    assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "preprocessor_config.json").is_file()
+
+
+def test_two_processes_with_accelerate_launch(smoke_corpus, tiny_encoder_dir, tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+               str(REPO / "training" / "train_pretrain.py"), "--corpus", str(smoke_corpus), "--init_encoder",
+               str(tiny_encoder_dir), "--output_dir", str(tmp_path), "--codebook_size", "32", "--max_steps", "3",
+               "--save_steps", "2", "--max_seconds_per_batch", "20", "--warmup_steps", "1", "--progress", "false"]  # fmt: skip
+    run(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 3
+    assert (tmp_path / "checkpoints" / "step-00000002" / "random_states_1.pkl").is_file()

@@ -1,0 +1,103 @@
+"""Stage 1: self-supervised pretraining of a FastConformer encoder (NEST / BEST-RQ) on unlabeled speech.
+
+    accelerate launch training/train_pretrain.py --config training/configs/pretrain_demo.yaml \
+        --corpus runs/demo/corpus --output_dir runs/demo/pretrain
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from avalign.modeling import (
+    FastConformerConfig,
+    FastConformerForMaskedTokenPrediction,
+    FastConformerMaskedTokenPredictionConfig,
+)
+from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits
+from avalign.training.data import DurationBucketSampler, SpeechCollator
+from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments, setup_logging
+
+logger = logging.getLogger("avalign")
+
+
+@dataclass
+class PretrainArguments:
+    corpus: str = field(metadata={"help": "a DatasetDict folder in the common schema (e.g. the embedded corpus)"})
+    train_splits: list[str] = field(default_factory=lambda: ["unlabeled", "paired", "train"])
+    eval_split: str = "dev"
+    languages: list[str] | None = None
+    encoder_preset: str = "demo"
+    init_encoder: str | None = field(default=None, metadata={"help": "start from this encoder (Parakeet, .nemo, avalign)"})
+    codebook_size: int = 8192
+    codebook_dim: int = 16
+    num_codebooks: int = 1
+    mask_probability: float = 0.01
+    mask_block_size: int = 40
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+
+
+def build_model(args: PretrainArguments) -> FastConformerForMaskedTokenPrediction:
+    encoder = initial_encoder(args.init_encoder) if args.init_encoder else None
+    encoder_config = encoder.config if encoder is not None else FastConformerConfig.from_preset(args.encoder_preset)
+    config = FastConformerMaskedTokenPredictionConfig(
+        encoder_config=encoder_config.to_dict(), codebook_size=args.codebook_size, codebook_dim=args.codebook_dim,
+        num_codebooks=args.num_codebooks, mask_probability=args.mask_probability, mask_block_size=args.mask_block_size,
+    )  # fmt: skip
+    model = FastConformerForMaskedTokenPrediction(config)
+    if encoder is not None:
+        model.load_encoder_state(encoder)
+    return model
+
+
+def masked_prediction_loss(model, batch):
+    outputs = model(batch["input_features"], attention_mask=batch["attention_mask"])
+    accuracy = (outputs.logits.argmax(-1) == outputs.targets)[outputs.mask].float().mean()
+    return outputs.loss, {"masked_accuracy": accuracy.item()}
+
+
+def masked_prediction_metrics(dataset, collator, max_seconds_per_batch: float, seed: int = 0):
+    """Loss and accuracy of the masked-token prediction on held-out speech, with masks drawn from a fixed seed."""
+    sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, shuffle=False)
+
+    def evaluate(model) -> dict:
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        total_loss = correct = frames = 0.0
+        for indices in sampler:
+            batch = collator([dataset[i] for i in indices])
+            if batch is None:
+                continue
+            outputs = model(batch["input_features"].to(model.device), attention_mask=batch["attention_mask"].to(model.device))
+            count = outputs.mask.sum().item()
+            total_loss += outputs.loss.item() * count
+            correct += (outputs.logits.argmax(-1) == outputs.targets)[outputs.mask].float().sum().item()
+            frames += count * outputs.targets.shape[-1]
+        torch.random.set_rng_state(generator_state)
+        return {"masked_loss": total_loss / max(frames, 1), "masked_accuracy": correct / max(frames, 1)}
+
+    return evaluate
+
+
+def main(argv=None):
+    setup_logging()
+    args, training = parse_arguments((PretrainArguments, StageArguments), argv)
+    extractor = feature_extractor()
+    train, train_report = clean(load_splits(args.corpus, args.train_splits, args.languages), "pretrain/train",
+                                min_seconds=args.min_seconds, max_seconds=args.max_seconds)  # fmt: skip
+    held_out, _ = clean(load_splits(args.corpus, [args.eval_split], args.languages), "pretrain/eval",
+                        min_seconds=args.min_seconds, max_seconds=args.max_seconds)  # fmt: skip
+    collator = SpeechCollator(extractor)
+    trainer = StageTrainer(
+        training, build_model(args), train, collator, masked_prediction_loss,
+        evaluate=masked_prediction_metrics(held_out, SpeechCollator(extractor), training.max_seconds_per_batch),
+        stage_name="pretrain", hyperparameters=arguments_to_dict(args),
+    )  # fmt: skip
+    result = trainer.train()
+    trainer.save_final(extractor, metrics={**result.to_dict(), "data_skips": dict(train_report.counts)})
+    return result
+
+
+if __name__ == "__main__":
+    main()

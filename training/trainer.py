@@ -1,0 +1,308 @@
+"""The training loop every stage shares: Accelerate, duration buckets, checkpoints that resume exactly.
+
+A stage script supplies a model, a training dataset, a collator and a `compute_loss(model, batch)`; this module does
+the rest: mixed precision, gradient accumulation and clipping, warmup + schedule, a tqdm bar, TensorBoard logging
+(loss, learning rate, grad norm, audio-seconds per second), periodic evaluation, `save_state` checkpoints written
+atomically, `--resume` that continues mid-epoch from the latest readable checkpoint (falling back to the one before a
+corrupt one), non-finite losses skipped and counted, and the final `save_pretrained`.
+"""
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_scheduler
+
+from .data import DurationBucketSampler
+
+logger = logging.getLogger("avalign")
+CHECKPOINT_PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class StageArguments:
+    """Hyperparameters every stage shares (each stage script adds its own dataclass of model/data arguments)."""
+
+    output_dir: str = field(metadata={"help": "where the final model, checkpoints/ and logs/ go"})
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-3
+    warmup_steps: int = 100
+    lr_scheduler_type: str = "cosine"
+    max_steps: int = 1000
+    num_epochs: int = 1000  # max_steps usually ends training first
+    max_seconds_per_batch: float = 120.0
+    num_buckets: int = 10
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    seed: int = 0
+    logging_steps: int = 10
+    eval_steps: int = 0  # 0: evaluate only at the end
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+    max_consecutive_nonfinite: int = 20
+    dataloader_num_workers: int = 0
+    progress: bool = True
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("accelerate", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None):
+    """`--config file.yaml` gives the defaults, any other flag overrides them: `--config c.yaml --max_steps 10`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        position = argv.index("--config")
+        config_file = Path(argv[position + 1])
+        del argv[position : position + 2]
+        values = yaml.safe_load(config_file.read_text()) or {}
+        argv = [item for key, value in values.items() for item in _as_flags(key, value)] + argv
+    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=argv)
+
+
+def _as_flags(key: str, value) -> list[str]:
+    if isinstance(value, list):
+        return [f"--{key}", *map(str, value)]
+    return [f"--{key}", str(value)]
+
+
+@dataclass
+class TrainingResult:
+    global_step: int
+    epochs: float
+    train_seconds: float
+    audio_seconds: float
+    skipped_nonfinite: int
+    skipped_rows: dict
+    last_loss: float
+    eval_metrics: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class StageTrainer:
+    """Runs one stage. `compute_loss(model, batch) -> (loss, {name: float})`; `evaluate(model) -> {name: float}`."""
+
+    def __init__(
+        self,
+        args: StageArguments,
+        model: torch.nn.Module,
+        train_dataset,
+        collator: Callable,
+        compute_loss: Callable,
+        evaluate: Callable | None = None,
+        stage_name: str = "stage",
+        hyperparameters: dict | None = None,
+    ):
+        self.args, self.stage_name, self.collator = args, stage_name, collator
+        self.compute_loss, self.evaluate = compute_loss, evaluate
+        self.output_dir = Path(args.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.accelerator = Accelerator(
+            mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with="tensorboard",
+            project_dir=str(self.output_dir / "logs"),
+        )
+        set_seed(args.seed)
+        self.durations = list(train_dataset["duration"])
+        self.sampler = DurationBucketSampler(
+            self.durations, args.max_seconds_per_batch, num_buckets=args.num_buckets, seed=args.seed
+        )
+        # The loader draws its worker seed from its own generator, not the global one: dropout and masking then
+        # consume the same random numbers whether a run is resumed or not.
+        loader = DataLoader(
+            train_dataset, batch_sampler=self.sampler, collate_fn=collator, num_workers=args.dataloader_num_workers,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+        scheduler = get_scheduler(
+            args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=args.max_steps
+        )
+        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
+            model, optimizer, loader, scheduler
+        )
+        self.state = {"global_step": 0, "epoch": 0, "batches_done": 0, "audio_seconds": 0.0,
+                      "skipped_nonfinite": 0, "train_seconds": 0.0}  # fmt: skip
+        self.hyperparameters = {**asdict(args), **(hyperparameters or {})}
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> TrainingResult:
+        args, accelerator = self.args, self.accelerator
+        if args.resume:
+            self._resume()
+        accelerator.init_trackers(self.stage_name, config=_loggable(self.hyperparameters))
+        bar = tqdm(total=args.max_steps, initial=self.state["global_step"], desc=self.stage_name,
+                   disable=not (args.progress and accelerator.is_main_process), dynamic_ncols=True)  # fmt: skip
+        consecutive_nonfinite, last_loss, started = 0, float("nan"), time.perf_counter()
+        seconds_at_start = self.state["train_seconds"]
+        window = {"audio": 0.0, "time": time.perf_counter()}
+        while self.state["global_step"] < args.max_steps and self.state["epoch"] < args.num_epochs:
+            for batch in self._epoch_batches():
+                self.state["batches_done"] += 1
+                if batch is None:  # every row of the batch was dropped (counted by the collator)
+                    continue
+                batch_audio = batch["attention_mask"].sum().item() / 100.0  # 10 ms frames
+                with accelerator.accumulate(self.model):
+                    loss, logs = self.compute_loss(self.model, batch)
+                    if not self._all_finite(loss):
+                        consecutive_nonfinite += 1
+                        self.state["skipped_nonfinite"] += 1
+                        self.optimizer.zero_grad()
+                        if consecutive_nonfinite >= args.max_consecutive_nonfinite:
+                            raise NonFiniteLossError(
+                                f"{self.stage_name}: {consecutive_nonfinite} consecutive non-finite losses at step "
+                                f"{self.state['global_step']}; lower the learning rate or check the data"
+                            )
+                        continue
+                    consecutive_nonfinite = 0
+                    accelerator.backward(loss)
+                    grad_norm = None
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad()
+                window["audio"] += batch_audio
+                self.state["audio_seconds"] += batch_audio
+                if not accelerator.sync_gradients:
+                    continue
+                self.state["global_step"] += 1
+                last_loss = loss.item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.3f}")
+                step = self.state["global_step"]
+                if step % args.logging_steps == 0:
+                    elapsed = time.perf_counter() - window["time"]
+                    self._log({"train/loss": last_loss, "train/learning_rate": self.scheduler.get_last_lr()[0],
+                               "train/grad_norm": float(grad_norm) if grad_norm is not None else 0.0,
+                               "train/audio_seconds_per_second": window["audio"] / max(elapsed, 1e-9),
+                               **{f"train/{k}": v for k, v in logs.items()}}, step)  # fmt: skip
+                    window = {"audio": 0.0, "time": time.perf_counter()}
+                if args.eval_steps and step % args.eval_steps == 0 and self.evaluate is not None:
+                    self._log({f"eval/{k}": v for k, v in self._evaluate().items()}, step)
+                if args.save_steps and step % args.save_steps == 0:
+                    self.state["train_seconds"] = seconds_at_start + time.perf_counter() - started
+                    self.save_checkpoint()
+                if step >= args.max_steps:
+                    break
+            else:
+                self.state["epoch"] += 1
+                self.state["batches_done"] = 0
+        bar.close()
+        self.state["train_seconds"] = seconds_at_start + time.perf_counter() - started
+        eval_metrics = self._evaluate() if self.evaluate is not None else {}
+        self._log({f"eval/{k}": v for k, v in eval_metrics.items()}, self.state["global_step"])
+        accelerator.end_training()
+        return TrainingResult(
+            global_step=self.state["global_step"],
+            epochs=self.state["epoch"] + self.state["batches_done"] / max(len(self.sampler.epoch_batches()), 1),
+            train_seconds=self.state["train_seconds"], audio_seconds=self.state["audio_seconds"],
+            skipped_nonfinite=self.state["skipped_nonfinite"], skipped_rows=dict(self.collator.skip_report.counts),
+            last_loss=last_loss, eval_metrics=eval_metrics,
+        )  # fmt: skip
+
+    def _epoch_batches(self):
+        self.sampler.set_epoch(self.state["epoch"])
+        self.loader.set_epoch(self.state["epoch"])
+        if self.state["batches_done"]:
+            return self.accelerator.skip_first_batches(self.loader, self.state["batches_done"])
+        return self.loader
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """True when the loss is finite on every process (so that all processes skip the same steps)."""
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        return bool(self.accelerator.reduce(finite, reduction="min").item())
+
+    def _evaluate(self) -> dict:
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(model)
+        model.train(was_training)
+        return metrics
+
+    def _log(self, values: dict, step: int) -> None:
+        if values:
+            self.accelerator.log(values, step=step)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """`save_state` into a temporary folder, then rename: a checkpoint folder is complete or absent."""
+        accelerator = self.accelerator
+        final = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.state['global_step']:08d}"
+        partial = final.with_name(final.name + ".partial")
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial), safe_serialization=True)
+        if accelerator.is_main_process:
+            (partial / STATE_FILE).write_text(json.dumps(self.state))
+            if final.exists():
+                shutil.rmtree(final)
+            partial.rename(final)
+            for old in self.checkpoints()[: -self.args.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return final
+
+    def checkpoints(self) -> list[Path]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        return sorted(p for p in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.suffix != ".partial")
+
+    def _resume(self) -> None:
+        for checkpoint in reversed(self.checkpoints()):
+            try:
+                state = json.loads((checkpoint / STATE_FILE).read_text())
+                self.accelerator.load_state(str(checkpoint))
+            except Exception as error:  # noqa: BLE001 -- any unreadable checkpoint: report it, try the one before
+                logger.warning("checkpoint %s is unreadable (%s: %s); trying the one before", checkpoint,
+                               type(error).__name__, error)  # fmt: skip
+                continue
+            self.state.update(state)
+            logger.info("resumed from %s at step %d", checkpoint, self.state["global_step"])
+            return
+        logger.info("no readable checkpoint in %s: starting from scratch", self.checkpoint_dir)
+
+    def save_final(self, *processors, metrics: dict | None = None) -> None:
+        """`save_pretrained` of the unwrapped model and its processors (feature extractor, tokenizer) + metrics.json."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return
+        model = accelerator.unwrap_model(self.model)
+        model.save_pretrained(self.output_dir)
+        for processor in processors:
+            processor.save_pretrained(self.output_dir)
+        (self.output_dir / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, default=float))
+
+
+def _loggable(values: dict) -> dict:
+    """TensorBoard hparams take numbers, strings and booleans only."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+
+
+def arguments_to_dict(*dataclass_objects) -> dict:
+    return {f.name: getattr(obj, f.name) for obj in dataclass_objects for f in fields(obj)}
