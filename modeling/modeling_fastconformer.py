@@ -152,6 +152,8 @@ class FastConformerPreTrainedModel(ParakeetPreTrainedModel):
             init.constant_(module.logit_bias, module.logit_bias_init)
         elif isinstance(module, FastConformerForMaskedTokenPrediction):
             init.normal_(module.mask_embedding, std=self.config.initializer_range)
+        elif isinstance(module, FastConformerForCTCTDT):  # a non-persistent buffer: rebuilt, never loaded
+            init.copy_(module.durations, torch.tensor(module.config.durations))
 
 
 class FastConformerModel(FastConformerPreTrainedModel, ParakeetEncoder):
