@@ -27,16 +27,16 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import espeakng_loader
-import jinja2
 import numpy as np
 import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets
 from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
+
+from avalign.hub_cards import render
 
 from .audio import TARGET_SAMPLING_RATE, resample
 from .lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
@@ -364,8 +364,6 @@ def statistics_table(statistics: dict) -> str:
 
 def render_card(config: SynthConfig, languages: tuple[str, ...], seed: int, statistics: dict, seconds: float) -> str:
     """The dataset card (hub_cards/dataset_card.md.j2)."""
-    template = files("avalign.hub_cards").joinpath("dataset_card.md.j2").read_text(encoding="utf-8")
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     example = Scene("circle", "red", 2, "left", "sky blue")
     examples = [
         {
@@ -377,7 +375,8 @@ def render_card(config: SynthConfig, languages: tuple[str, ...], seed: int, stat
         for code in languages
     ]
     totals = {key: sum(split["all"][key] for split in statistics.values()) for key in ("utterances", "hours", "images")}
-    return environment.from_string(template).render(
+    return render(
+        "dataset_card.md.j2",
         config=asdict(config),
         seed=seed,
         languages=examples,

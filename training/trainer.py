@@ -257,6 +257,7 @@ class StageTrainer:
         partial = final.with_name(final.name + ".partial")
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial), safe_serialization=True)
+        accelerator.wait_for_everyone()  # every process has written its random states into `partial`
         if accelerator.is_main_process:
             (partial / STATE_FILE).write_text(json.dumps(self.state))
             if final.exists():
@@ -296,7 +297,8 @@ class StageTrainer:
         model.save_pretrained(self.output_dir)
         for processor in processors:
             processor.save_pretrained(self.output_dir)
-        (self.output_dir / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, default=float))
+        metrics = {**(metrics or {}), "hyperparameters": _loggable(self.hyperparameters)}
+        (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
 
 
 def _loggable(values: dict) -> dict:
