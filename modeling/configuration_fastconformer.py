@@ -141,6 +141,8 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
     max_symbols_per_step (`int`, defaults to 10): greedy decoding's cap on labels emitted at one frame.
     zero_infinity (`bool`, defaults to True): zero the loss (and gradients) of utterances no alignment can fit.
     fuse_joint_loss (`bool`, defaults to True): never materialise the (B, T, U+1, V+D) joint in training.
+    targets (`str`, defaults to `"native"`): the script of the output: `"native"`, or `"roman"` (uroman-romanized
+        text, one Latin output space for every language; a de-romanizer returns the native script).
     """
 
     model_type = "fastconformer_ctc_tdt"
@@ -158,6 +160,7 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
     zero_infinity: bool = True
     max_symbols_per_step: int = 10
     fuse_joint_loss: bool = True
+    targets: str = "native"
 
     def __post_init__(self, **kwargs):
         if self.blank_token_id is None:
@@ -174,6 +177,8 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
             raise ValueError(f"durations must be distinct, ascending and non-negative, got {self.durations}")
         if max(self.durations) < 1:
             raise ValueError("durations need at least one value >= 1, or no blank can advance time")
+        if self.targets not in ("native", "roman"):
+            raise ValueError(f"targets must be 'native' or 'roman', got {self.targets!r}")
         if not 0.0 <= self.ctc_loss_weight <= 1.0:
             raise ValueError(f"ctc_loss_weight ({self.ctc_loss_weight}) must be in [0, 1]")
 

@@ -58,3 +58,15 @@ def initial_encoder(path: str):
     encoder, report = load_encoder(path)
     logger.info("initial encoder: %s", report)
     return encoder
+
+
+def with_targets(dataset, targets: str, cache_path: str | None):
+    """`transcript` in the target script: unchanged (native), or romanized with uroman through the cache (roman)."""
+    if targets == "native":
+        return dataset
+    if targets != "roman":
+        raise ValueError(f"--targets must be 'native' or 'roman', got {targets!r}")
+    from avalign.training.romanize import romanize_dataset
+
+    romanized = romanize_dataset(dataset, cache_path)
+    return romanized.rename_column("transcript", "transcript_native").rename_column("transcript_roman", "transcript")

@@ -31,7 +31,7 @@ from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
 import avalign.modeling  # noqa: F401  (registers the FastConformer classes with the Auto classes)
 
-from .corpus import load_splits
+from .corpus import load_splits, with_targets
 from .data import DurationBucketSampler, SkipReport, SpeechCollator
 from .metrics import METRICS, compare, score
 from .report import write_report
@@ -123,6 +123,7 @@ def evaluate_models(
     seed: int = 0,
     max_seconds_per_batch: float = 120.0,
     device: str | None = None,
+    romanization_cache: str | Path | None = None,
 ) -> dict:
     """Transcribe and score every {name: stage-3 folder} on `splits` x `decodings`; write the predictions.
 
@@ -140,7 +141,9 @@ def evaluate_models(
     results, records = {"asr": {}}, {}
     for name, folder in models.items():
         model, feature_extractor, tokenizer = load_asr_model(folder, device)
+        targets = model.config.targets  # a roman-target model is scored against romanized references
         for split, dataset in datasets.items():
+            dataset = with_targets(dataset, targets, romanization_cache)
             for decoding in decodings:
                 logger.info("evaluate %s on %s (%d rows) with %s decoding", name, split, len(dataset), decoding)
                 skip_report = SkipReport()

@@ -8,7 +8,7 @@
 
 Every stage writes into its own folder under the output directory; a finished stage is skipped when the pipeline
 runs again (`--force STAGE` reruns one), and an interrupted training stage resumes from its last checkpoint. Stages
-run in this process by default; `--launcher "accelerate launch --num_processes 2"` runs each training stage with it.
+run in this process by default; `--launcher "accelerate launch --multi_gpu --num_processes 2"` runs each training stage with it.
 """
 
 import argparse
@@ -24,7 +24,9 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
-from avalign.training import evaluate_asr, synth, teacher, train_align, train_asr, train_pretrain
+from avalign.training import deromanize, evaluate_asr, synth, teacher, train_align, train_asr, train_pretrain
+from avalign.training.corpus import load_splits, with_targets
+from avalign.training.metrics import compare, score
 from avalign.training.report import write_report
 from avalign.training.trainer import setup_logging
 
@@ -40,20 +42,25 @@ class PipelinePreset:
     fractions: tuple[float, ...] = (0.1, 0.25, 1.0)
     eval_splits: tuple[str, ...] = ("test", "test_ood")
     bootstrap_resamples: int = 1000
+    zero_shot_languages: tuple[str, ...] = ()  # with --targets roman: each is held out of fine-tuning in turn
+    transliterator_steps: int = 600
 
 
 PRESETS = {
-    "smoke": PipelinePreset(corpus="smoke", teacher_steps=20, fractions=(0.25, 1.0), bootstrap_resamples=200),
-    "demo": PipelinePreset(corpus="demo", teacher_steps=300),
-    "full": PipelinePreset(corpus="full", teacher_steps=2000),
+    "smoke": PipelinePreset(corpus="smoke", teacher_steps=20, fractions=(0.25, 1.0), bootstrap_resamples=200,
+                            zero_shot_languages=("hi", "en"), transliterator_steps=60),
+    "demo": PipelinePreset(corpus="demo", teacher_steps=300, zero_shot_languages=("bn", "te", "pa")),
+    "full": PipelinePreset(corpus="full", teacher_steps=2000, zero_shot_languages=synth.LANGUAGES,
+                           transliterator_steps=3000),
 }
 
 
 class Pipeline:
     """Runs stages in order, skips the finished ones, and records each stage's wall time."""
 
-    def __init__(self, preset: str, output_dir: Path, languages=None, launcher: str | None = None, force=()):
-        self.name, self.preset, self.output_dir = preset, PRESETS[preset], output_dir
+    def __init__(self, preset: str, output_dir: Path, languages=None, launcher: str | None = None, force=(),
+                 targets: str = "native"):
+        self.name, self.preset, self.output_dir, self.targets = preset, PRESETS[preset], output_dir, targets
         self.languages, self.force = languages, set(force)
         self.launcher = shlex.split(launcher) if launcher else None
         self.state_file = output_dir / "pipeline_state.json"
@@ -75,7 +82,7 @@ class Pipeline:
         argv = ["--config", str(CONFIGS / f"{config}_{self.name}.yaml"), "--resume", "true"]
         for key, value in arguments.items():
             argv += [f"--{key}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
-        if self.languages:
+        if self.languages and "languages" not in arguments:
             argv += ["--languages", *self.languages]
         if self.launcher:
             subprocess.run([*self.launcher, STAGE_SCRIPTS[script].__file__, *argv], check=True)
@@ -91,14 +98,16 @@ def _reset_accelerate() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def fraction_dir(system: str, fraction: float) -> str:
-    return f"{system}-f{fraction}"
+def fraction_dir(system: str, fraction: float, targets: str = "native") -> str:
+    """Folder name of a stage-3 run (`system` aligned/baseline) or, with system "", of its evaluation."""
+    name = f"{system}-f{fraction}" if system else f"f{fraction}"
+    return name if targets == "native" else f"{targets}-{name}"
 
 
-def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=None, force=()) -> dict:
+def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=None, force=(), targets="native") -> dict:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(preset, output_dir, languages, launcher, force)
+    pipeline = Pipeline(preset, output_dir, languages, launcher, force, targets)
     spec = pipeline.preset
     corpus, teacher_dir, embeddings = output_dir / "corpus", output_dir / "teacher", output_dir / "embeddings"
     pretrain, align = output_dir / "pretrain", output_dir / "align"
@@ -112,17 +121,22 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     pipeline.stage("align", align / "metrics.json", lambda: pipeline.train(
         "align", "align", corpus=corpus, init_encoder=pretrain, teacher=teacher_dir, embeddings_dir=embeddings,
         output_dir=align))  # fmt: skip
+    encoders = {"aligned": align, "baseline": pretrain}
+    cache = output_dir / "romanization.json"  # uroman output of every transcript, shared by all roman stages
     for fraction in spec.fractions:
-        for system, encoder in (("aligned", align), ("baseline", pretrain)):
-            folder = output_dir / "asr" / fraction_dir(system, fraction)
-            pipeline.stage(f"asr/{fraction_dir(system, fraction)}", folder / "metrics.json", lambda e=encoder, f=folder, x=fraction: pipeline.train(
-                "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=f))  # fmt: skip
+        for system, encoder in encoders.items():
+            name = fraction_dir(system, fraction, targets)
+            pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", lambda e=encoder, n=name, x=fraction: pipeline.train(
+                "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
+                targets=targets, romanization_cache=cache))  # fmt: skip
     for fraction in spec.fractions:
-        folder = output_dir / "eval" / f"f{fraction}"
-        pipeline.stage(f"evaluate/f{fraction}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
-            output_dir, corpus, f, x, spec))  # fmt: skip
+        folder = output_dir / "eval" / fraction_dir("", fraction, targets)
+        pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
+            output_dir, corpus, f, x, spec, targets, cache))  # fmt: skip
+    if targets == "roman":
+        run_zero_shot(pipeline, corpus, encoders, cache)
     results = collect_results(pipeline, output_dir)
-    write_report(results, output_dir)
+    write_report(results, output_dir, preamble=run_summary(results))
     logger.info("report: %s", output_dir / "report.md")
     return results
 
@@ -135,10 +149,56 @@ def stage_teacher(corpus: Path, teacher_dir: Path, embeddings: Path, steps: int)
     (embeddings / "counters.json").write_text(json.dumps({**cache.counters(), **metrics}, indent=2))
 
 
-def stage_evaluate(output_dir: Path, corpus: Path, folder: Path, fraction: float, spec: PipelinePreset) -> None:
-    models = {system: output_dir / "asr" / fraction_dir(system, fraction) for system in ("aligned", "baseline")}
+def stage_evaluate(output_dir: Path, corpus: Path, folder: Path, fraction: float, spec: PipelinePreset,
+                   targets: str = "native", cache: Path | None = None) -> None:
+    models = {system: output_dir / "asr" / fraction_dir(system, fraction, targets) for system in ("aligned", "baseline")}
     results = evaluate_asr.evaluate_models(models, corpus, folder, splits=spec.eval_splits, fraction=fraction,
-                                           num_resamples=spec.bootstrap_resamples)  # fmt: skip
+                                           num_resamples=spec.bootstrap_resamples, romanization_cache=cache)  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def run_zero_shot(pipeline: Pipeline, corpus: Path, encoders: dict, cache: Path) -> None:
+    """Language-agnostic ASR: for each held-out language, fine-tune (roman targets) on every other language, then
+    recognise the held-out one; a de-romanizer trained on text alone returns its native script."""
+    output_dir, spec = pipeline.output_dir, pipeline.preset
+    languages = pipeline.languages or list(synth.LANGUAGES)
+    deromanizer_dir = output_dir / "deromanizer"
+    pipeline.stage("deromanizer", deromanizer_dir / "metrics.json", lambda: deromanize.train_transliterator(
+        deromanize.corpus_pairs(load_from_disk(str(corpus)), cache), deromanizer_dir,
+        steps=spec.transliterator_steps))  # fmt: skip
+    for held_out in [language for language in spec.zero_shot_languages if language in languages]:
+        seen = [language for language in languages if language != held_out]
+        models = {system: output_dir / "asr" / f"zeroshot-{held_out}-{system}" for system in encoders}
+        for system, encoder in encoders.items():
+            pipeline.stage(f"asr/zeroshot-{held_out}-{system}", models[system] / "metrics.json", lambda e=encoder, f=models[system], k=seen: pipeline.train(
+                "asr", "asr", corpus=corpus, init_encoder=e, output_dir=f, targets="roman",
+                romanization_cache=cache, languages=k))  # fmt: skip
+        folder = output_dir / "eval" / f"zeroshot-{held_out}"
+        pipeline.stage(f"evaluate/zeroshot-{held_out}", folder / "results.json", lambda f=folder, m=models, h=held_out: evaluate_zero_shot(
+            m, corpus, h, deromanizer_dir, cache, f, spec.bootstrap_resamples))  # fmt: skip
+
+
+def evaluate_zero_shot(models: dict, corpus: Path, language: str, deromanizer_dir: Path, cache: Path,
+                       folder: Path, num_resamples: int) -> None:
+    """Romanized CER/WER of each system on the held-out language's test set, native-script CER/WER after
+    de-romanization, and aligned vs baseline on both (paired bootstrap)."""
+    dataset = with_targets(load_splits(str(corpus), ["test"], [language]), "roman", cache)
+    deromanizer = deromanize.load_deromanizer(f"char:{deromanizer_dir}")
+    records = {"roman": {}, "native": {}}
+    for system, model_dir in models.items():
+        model, feature_extractor, tokenizer = evaluate_asr.load_asr_model(model_dir)
+        roman = evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, dataset, "tdt")
+        natives = dict(zip(dataset["utterance_id"], dataset["transcript_native"]))
+        native_hypotheses = deromanizer.deromanize([r["hypothesis"] for r in roman], [language] * len(roman))
+        records["roman"][system] = roman
+        records["native"][system] = [{**r, "reference": natives[r["utterance_id"]], "hypothesis": h}
+                                     for r, h in zip(roman, native_hypotheses)]  # fmt: skip
+    results = {"language": language, "seen_languages_only": True}
+    for script, by_system in records.items():
+        results[script] = {system: score(system_records)["overall"] for system, system_records in by_system.items()}
+        results[f"{script}_comparison"] = compare(by_system, "cer", num_resamples)["overall"]
+        evaluate_asr.write_jsonl([r for rs in by_system.values() for r in rs], folder / f"predictions-{script}.jsonl")
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
 
@@ -161,12 +221,41 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         "comparison": {},
     }
     for fraction in pipeline.preset.fractions:
-        evaluation = read(output_dir / "eval" / f"f{fraction}" / "results.json")
+        evaluation = read(output_dir / "eval" / fraction_dir("", fraction, pipeline.targets) / "results.json")
         for system, by_fraction in evaluation.get("asr", {}).items():
             results["asr"].setdefault(system, {}).update(by_fraction)
         results["comparison"].update(evaluation.get("comparison", {}))
+    results["targets"] = pipeline.targets
+    zero_shot = {folder.name.removeprefix("zeroshot-"): read(folder / "results.json")
+                 for folder in sorted((output_dir / "eval").glob("zeroshot-*"))}  # fmt: skip
+    if zero_shot:
+        results["zero_shot"] = {language: entry for language, entry in zero_shot.items() if entry}
+        results["deromanizer"] = read(output_dir / "deromanizer" / "metrics.json")
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
+
+
+def run_summary(results: dict) -> str:
+    """The report's first part: the corpus, stage 0-2 metrics and each stage's wall time."""
+    lines = [f"# avalign pipeline · preset `{results['preset']}`", "",
+             f"Languages: {', '.join(results['languages'] or [])}. Fine-tuning fractions: {results['fractions']}.", "",
+             "## Corpus", "", "| split | utterances | hours | images |", "|---|---:|---:|---:|"]  # fmt: skip
+    for split, by_language in results["corpus"].get("splits", {}).items():
+        total = by_language["all"]
+        lines.append(f"| {split} | {total['utterances']} | {total['hours']:.2f} | {total['images']} |")
+    teacher_metrics, align = results["teacher"], results["align"]
+    lines += ["", "## Stages 0-2", "",
+              f"- vision teacher: {teacher_metrics.get('teacher_calls')} teacher calls for "
+              f"{teacher_metrics.get('unique_images')} unique images ({teacher_metrics.get('requested_rows')} rows); "
+              f"image->caption recall@1 {teacher_metrics.get('caption_recall_at_1')} "
+              f"(chance {teacher_metrics.get('chance_recall_at_1')})",
+              f"- stage 1 held-out masked-token accuracy: {results['pretrain'].get('masked_accuracy')}",
+              f"- stage 2 audio->image retrieval on held-out images: before {align['recall_before']}, "
+              f"after {align['recall_after']}", "",
+              "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]  # fmt: skip
+    lines += [f"| {stage} | {seconds} |" for stage, seconds in results["timings_seconds"].items()]
+    lines.append(f"| **total** | {sum(results['timings_seconds'].values()):.1f} |")
+    return "\n".join(lines) + "\n\n"
 
 
 def main(argv=None) -> dict:
@@ -175,10 +264,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--languages", nargs="+", help="a subset of the corpus languages")
-    parser.add_argument("--launcher", help='e.g. "accelerate launch --num_processes 2" (default: in this process)')
+    parser.add_argument("--launcher", help='e.g. "accelerate launch --multi_gpu --num_processes 2" (default: in this process)')
     parser.add_argument("--force", nargs="+", default=[], help="rerun these stages (e.g. align asr evaluate)")
+    parser.add_argument("--targets", choices=["native", "roman"], default="native",
+                        help="roman: uroman targets for stage 3, plus the zero-shot protocol on held-out languages")
     args = parser.parse_args(argv)
-    return run_pipeline(args.preset, args.output_dir, args.languages, args.launcher, args.force)
+    return run_pipeline(args.preset, args.output_dir, args.languages, args.launcher, args.force, args.targets)
 
 
 if __name__ == "__main__":

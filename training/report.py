@@ -201,8 +201,8 @@ def plot_wer_vs_fraction(results: Mapping, path: str | Path, decoding: str | Non
     plt.close(figure)
 
 
-def write_report(results: Mapping, output_dir: str | Path) -> list[Path]:
-    """OUTPUT_DIR/report.md (the tables and the figures) and OUTPUT_DIR/plots/*.png; returns the paths written."""
+def write_report(results: Mapping, output_dir: str | Path, preamble: str = "") -> list[Path]:
+    """OUTPUT_DIR/report.md (`preamble`, the tables and the figures) and OUTPUT_DIR/plots/*.png; returns the paths."""
     output_dir = Path(output_dir)
     (output_dir / "plots").mkdir(parents=True, exist_ok=True)
     per_language, versus_fraction = output_dir / "plots/per_language.png", output_dir / "plots/wer_vs_fraction.png"
@@ -210,7 +210,7 @@ def write_report(results: Mapping, output_dir: str | Path) -> list[Path]:
     plot_wer_vs_fraction(results, versus_fraction)
     report = output_dir / "report.md"
     report.write_text(
-        "# ASR evaluation\n\n" + markdown_tables(results)
+        preamble + "# ASR evaluation\n\n" + markdown_tables(results)
         + "\n![per-language error rates](plots/per_language.png)\n\n![error rate against the fine-tuning fraction]"
         "(plots/wer_vs_fraction.png)\n",
         encoding="utf-8",

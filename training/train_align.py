@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from datasets import DatasetDict
 
+from accelerate.utils import set_seed
+
 from avalign.modeling import FastConformerAlignmentConfig, FastConformerForImageAlignment
 from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits
 from avalign.training.data import DurationBucketSampler, SpeechCollator
@@ -98,6 +100,7 @@ def retrieval_recall(dataset, collator, image_table: dict, max_seconds_per_batch
 def main(argv=None):
     setup_logging()
     args, training = parse_arguments((AlignArguments, StageArguments), argv)
+    set_seed(training.seed)  # before any weight is initialised
     extractor = feature_extractor()
     limits = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, require_image=True)
     train, train_report = clean(load_splits(args.corpus, args.train_splits, args.languages), "align/train", **limits)

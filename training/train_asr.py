@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import jiwer
 from peft import LoraConfig, get_peft_model
 
+from accelerate.utils import set_seed
+
 from avalign.modeling import FastConformerCTCTDTConfig, FastConformerForCTCTDT, ctc_greedy_decode, train_tokenizer
-from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits
+from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits, with_targets
 from avalign.training.data import DurationBucketSampler, SpeechCollator
 from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments, setup_logging
 
@@ -33,6 +35,8 @@ class ASRArguments:
     eval_split: str = "dev"
     train_fraction: float = field(default=1.0, metadata={"help": "use rows with train_fraction <= this (nested)"})
     languages: list[str] | None = None
+    targets: str = field(default="native", metadata={"help": "native: native-script transcripts; roman: uroman"})
+    romanization_cache: str | None = field(default=None, metadata={"help": "JSON cache of romanized transcripts"})
     tokenizer: str | None = field(default=None, metadata={"help": "an existing tokenizer; else one is trained"})
     vocab_size: int = field(default=1024, metadata={"help": "upper bound; a small corpus gives fewer ids"})
     decoder_hidden_size: int = 320
@@ -70,7 +74,7 @@ def build_model(args: ASRArguments, tokenizer) -> FastConformerForCTCTDT:
     config = FastConformerCTCTDTConfig(
         encoder_config=encoder.config.to_dict(), vocab_size=len(tokenizer), blank_token_id=tokenizer.pad_token_id,
         decoder_hidden_size=args.decoder_hidden_size, num_decoder_layers=args.num_decoder_layers,
-        durations=args.durations, sigma=args.sigma, ctc_loss_weight=args.ctc_loss_weight,
+        durations=args.durations, sigma=args.sigma, ctc_loss_weight=args.ctc_loss_weight, targets=args.targets,
     )  # fmt: skip
     model = FastConformerForCTCTDT(config)
     model.load_encoder_state(encoder)
@@ -114,14 +118,17 @@ def dev_metrics(dataset, collator, tokenizer, max_seconds_per_batch: float):
 def main(argv=None):
     setup_logging()
     args, training = parse_arguments((ASRArguments, StageArguments), argv)
+    set_seed(training.seed)  # before any weight is initialised
     extractor = feature_extractor()
     limits = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, require_transcript=True)
     train = select_fraction(load_splits(args.corpus, [args.train_split], args.languages), args.train_fraction)
+    train = with_targets(train, args.targets, args.romanization_cache)
     tokenizer = build_tokenizer(args, train["transcript"])
     # a given tokenizer may not cover every script of the corpus: such rows are counted and skipped
     coverage = tokenizer if args.tokenizer else None
     train, train_report = clean(train, f"asr/train (fraction {args.train_fraction})", tokenizer=coverage, **limits)
     held_out, _ = clean(load_splits(args.corpus, [args.eval_split], args.languages), "asr/dev", **limits)
+    held_out = with_targets(held_out, args.targets, args.romanization_cache)
     model = build_model(args, tokenizer)
     trainer = StageTrainer(
         training, model, train, SpeechCollator(extractor, tokenizer), asr_loss,

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from accelerate.utils import set_seed
+
 from avalign.modeling import (
     FastConformerConfig,
     FastConformerForMaskedTokenPrediction,
@@ -83,6 +85,7 @@ def masked_prediction_metrics(dataset, collator, max_seconds_per_batch: float, s
 def main(argv=None):
     setup_logging()
     args, training = parse_arguments((PretrainArguments, StageArguments), argv)
+    set_seed(training.seed)  # before any weight is initialised
     extractor = feature_extractor()
     train, train_report = clean(load_splits(args.corpus, args.train_splits, args.languages), "pretrain/train",
                                 min_seconds=args.min_seconds, max_seconds=args.max_seconds)  # fmt: skip

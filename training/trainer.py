@@ -92,6 +92,7 @@ class TrainingResult:
     skipped_rows: dict
     last_loss: float
     eval_metrics: dict
+    num_processes: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +121,7 @@ class StageTrainer:
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.accelerator = Accelerator(
+            cpu=not _has_accelerator_device(),  # so that CPU-only multi-process launches use gloo
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             log_with="tensorboard",
@@ -215,13 +217,12 @@ class StageTrainer:
         self.state["train_seconds"] = seconds_at_start + time.perf_counter() - started
         eval_metrics = self._evaluate() if self.evaluate is not None else {}
         self._log({f"eval/{k}": v for k, v in eval_metrics.items()}, self.state["global_step"])
-        accelerator.end_training()
         return TrainingResult(
             global_step=self.state["global_step"],
             epochs=self.state["epoch"] + self.state["batches_done"] / max(len(self.sampler.epoch_batches()), 1),
             train_seconds=self.state["train_seconds"], audio_seconds=self.state["audio_seconds"],
             skipped_nonfinite=self.state["skipped_nonfinite"], skipped_rows=dict(self.collator.skip_report.counts),
-            last_loss=last_loss, eval_metrics=eval_metrics,
+            last_loss=last_loss, eval_metrics=eval_metrics, num_processes=accelerator.num_processes,
         )  # fmt: skip
 
     def _epoch_batches(self):
@@ -255,6 +256,7 @@ class StageTrainer:
         accelerator = self.accelerator
         final = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.state['global_step']:08d}"
         partial = final.with_name(final.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)  # on every process: each writes its own random states here
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial), safe_serialization=True)
         accelerator.wait_for_everyone()  # every process has written its random states into `partial`
@@ -291,14 +293,19 @@ class StageTrainer:
         """`save_pretrained` of the unwrapped model and its processors (feature extractor, tokenizer) + metrics.json."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:
-            return
-        model = accelerator.unwrap_model(self.model)
-        model.save_pretrained(self.output_dir)
-        for processor in processors:
-            processor.save_pretrained(self.output_dir)
-        metrics = {**(metrics or {}), "hyperparameters": _loggable(self.hyperparameters)}
-        (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(self.model).save_pretrained(self.output_dir)
+            for processor in processors:
+                processor.save_pretrained(self.output_dir)
+            metrics = {**(metrics or {}), "hyperparameters": _loggable(self.hyperparameters)}
+            (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        accelerator.end_training()  # closes the trackers (and, with several processes, the process group)
+
+
+def _has_accelerator_device() -> bool:
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available()
+    )
 
 
 def _loggable(values: dict) -> dict:

@@ -1,0 +1,59 @@
+"""The main job end to end on the smoke preset: every stage, results.json, the report, and a second run that skips."""
+
+import json
+
+import pytest
+
+from avalign.training import pipeline
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("pipeline")
+    results = pipeline.run_pipeline("smoke", output_dir, languages=["hi", "en"])
+    return output_dir, results
+
+
+def test_every_stage_leaves_its_model_and_metrics(smoke_run):
+    output_dir, results = smoke_run
+    for stage in ["pretrain", "align", "asr/aligned-f1.0", "asr/baseline-f1.0", "asr/aligned-f0.25"]:
+        folder = output_dir / stage
+        assert (folder / "model.safetensors").is_file() and (folder / "metrics.json").is_file(), stage
+    assert (output_dir / "asr/aligned-f1.0/tokenizer.json").is_file()
+    assert set(results["timings_seconds"]) >= {"corpus", "teacher", "pretrain", "align", "evaluate/f1.0"}
+
+
+def test_results_follow_the_schema(smoke_run):
+    output_dir, results = smoke_run
+    assert json.loads((output_dir / "results.json").read_text()) == results
+    assert results["languages"] == ["hi", "en"] and results["fractions"] == [0.25, 1.0]
+    for system in ("aligned", "baseline"):
+        for fraction in ("0.25", "1.0"):
+            for split in ("test", "test_ood"):
+                for decoding in ("tdt", "ctc"):
+                    scores = results["asr"][system][fraction][split][decoding]
+                    assert set(scores["per_language"]) == {"hi", "en"}
+                    assert 0 <= scores["overall"]["cer"]
+    comparison = results["comparison"]["1.0"]["test"]["tdt"]["hi"]
+    assert comparison["ci_low"] <= comparison["difference"] <= comparison["ci_high"]
+    assert 0 < comparison["p_value"] <= 1
+    assert set(results["align"]["recall_before"]) >= {"recall@1", "recall@5"}
+    assert results["teacher"]["teacher_calls"] == results["teacher"]["unique_images"]
+
+
+def test_report_has_the_run_summary_tables_and_plots(smoke_run):
+    output_dir, _ = smoke_run
+    report = (output_dir / "report.md").read_text()
+    for heading in ("## Corpus", "## Wall time per stage", "test_ood · tdt decoding · fine-tuning fraction 0.25"):
+        assert heading in report
+    assert (output_dir / "plots/per_language.png").stat().st_size > 1000
+    assert (output_dir / "plots/wer_vs_fraction.png").stat().st_size > 1000
+
+
+def test_a_second_run_skips_finished_stages(smoke_run, caplog):
+    output_dir, results = smoke_run
+    with caplog.at_level("INFO", logger="avalign"):
+        again = pipeline.run_pipeline("smoke", output_dir, languages=["hi", "en"])
+    assert "[pretrain] finished earlier: skipped" in caplog.text
+    assert "[asr/baseline-f1.0] finished earlier: skipped" in caplog.text
+    assert again["asr"] == results["asr"] and again["timings_seconds"] == results["timings_seconds"]
