@@ -133,3 +133,15 @@ def test_two_processes_with_accelerate_launch(smoke_corpus, tiny_encoder_dir, tm
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 3 and metrics["num_processes"] == 2
     assert (tmp_path / "checkpoints" / "step-00000002" / "trainer_state.json").is_file()
+
+
+def test_roman_targets_train_on_romanized_transcripts(smoke_corpus, tiny_encoder_dir, tmp_path):
+    cache = tmp_path / "romanization.json"
+    run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path / "model", "--max_steps", "2", "--save_steps", "0",
+                    "--targets", "roman", "--romanization_cache", str(cache), "--languages", "hi"))  # fmt: skip
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["targets"] == "roman"
+    vocabulary = json.loads((tmp_path / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    learned = [token for token in vocabulary if not token.startswith("<")]
+    assert learned and all(ch.isascii() for token in learned for ch in token.replace("▁", "")), learned[:20]
+    assert json.loads(cache.read_text()), "the romanized transcripts are cached for the next run"

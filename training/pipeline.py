@@ -182,6 +182,7 @@ def evaluate_zero_shot(models: dict, corpus: Path, language: str, deromanizer_di
                        folder: Path, num_resamples: int) -> None:
     """Romanized CER/WER of each system on the held-out language's test set, native-script CER/WER after
     de-romanization, and aligned vs baseline on both (paired bootstrap)."""
+    folder.mkdir(parents=True, exist_ok=True)
     dataset = with_targets(load_splits(str(corpus), ["test"], [language]), "roman", cache)
     deromanizer = deromanize.load_deromanizer(f"char:{deromanizer_dir}")
     records = {"roman": {}, "native": {}}
@@ -198,7 +199,6 @@ def evaluate_zero_shot(models: dict, corpus: Path, language: str, deromanizer_di
         results[script] = {system: score(system_records)["overall"] for system, system_records in by_system.items()}
         results[f"{script}_comparison"] = compare(by_system, "cer", num_resamples)["overall"]
         evaluate_asr.write_jsonl([r for rs in by_system.values() for r in rs], folder / f"predictions-{script}.jsonl")
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
 
@@ -255,7 +255,25 @@ def run_summary(results: dict) -> str:
               "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]  # fmt: skip
     lines += [f"| {stage} | {seconds} |" for stage, seconds in results["timings_seconds"].items()]
     lines.append(f"| **total** | {sum(results['timings_seconds'].values()):.1f} |")
+    if results.get("zero_shot"):
+        lines += zero_shot_table(results["zero_shot"])
     return "\n".join(lines) + "\n\n"
+
+
+def zero_shot_table(zero_shot: dict) -> list[str]:
+    """CER of languages never seen in fine-tuning: romanized output, then native script after de-romanization."""
+    lines = ["", "## Zero-shot languages (roman targets, test set, TDT)", "",
+             "CER in %; Δ = aligned − baseline with its 95 % paired-bootstrap interval.", "",
+             "| held out | script | aligned CER | baseline CER | Δ [95 % CI] | p |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for language, entry in zero_shot.items():
+        for script in ("roman", "native"):
+            difference = entry[f"{script}_comparison"]
+            lines.append(
+                f"| {language} | {script} | {100 * entry[script]['aligned']['cer']:.1f} | "
+                f"{100 * entry[script]['baseline']['cer']:.1f} | {100 * difference['difference']:+.1f} "
+                f"[{100 * difference['ci_low']:+.1f}, {100 * difference['ci_high']:+.1f}] | {difference['p_value']:.3f} |"
+            )
+    return lines
 
 
 def main(argv=None) -> dict:
