@@ -15,15 +15,24 @@ from (T_b - d_j, U_b) that lands exactly on T_b; no arc lands on or past T_b oth
 the summed weight of every path, computed in float64 by a forward (alpha) and a backward (beta) recursion over t,
 all durations and utterances at once; zero-duration label arcs chain states within a frame and are summed by a
 log-space cumulative sum over u.
+
+exp is never asked for results below the normal float range (CPUs compute those ~100x slower): its arguments are
+clamped there, and gradient entries at that level (below ~3e-38 in float32) are flushed to exactly zero; backward
+skips the rows of states whose occupancy is that small.
 """
+
+import functools
+import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 REDUCTIONS = ("mean_volume", "mean_batch", "mean", "sum", "none")
-CHUNK_LOGITS = 1 << 18  # token logits read per chunk in tdt_loss: 1 MiB of float32, temporaries stay in cache
+CHUNK_LOGITS = 1 << 19  # token logits read per chunk in tdt_loss: 2 MiB of float32, temporaries stay in cache
 NEG_INF = float("-inf")
 
 
@@ -50,7 +59,8 @@ def _check_alignment_inputs(targets, logit_lengths, target_lengths, blank_token_
             f"targets must be integer ids of shape (B, U) = ({batch}, {max_u1 - 1}), got {targets.dtype} "
             f"{tuple(targets.shape)}."
         )
-    for name, lengths, low, high in (("logit_lengths", logit_lengths, 1, max_t), ("target_lengths", target_lengths, 0, max_u1 - 1)):
+    length_ranges = (("logit_lengths", logit_lengths, 1, max_t), ("target_lengths", target_lengths, 0, max_u1 - 1))
+    for name, lengths, low, high in length_ranges:
         if lengths.dim() != 1 or lengths.shape[0] != batch:
             raise ValueError(f"{name} must have shape ({batch},), got {tuple(lengths.shape)}.")
         bad = ((lengths < low) | (lengths > high)).nonzero()
@@ -70,15 +80,15 @@ def _check_alignment_inputs(targets, logit_lengths, target_lengths, blank_token_
 
 
 def _check_finite(name, finite, logits_at):
-    """Raise naming the first non-finite logit of the first row flagged False in `finite` (B, T, U+1);
-    logits_at(b, t, u) returns that row of logits (V,)."""
-    if bool(finite.all()):
-        return
-    index = (~finite).nonzero()[0].tolist()
-    row = logits_at(*index)
-    column = int((~torch.isfinite(row)).nonzero()[0])
-    position = ", ".join(str(i) for i in index + [column])
-    raise ValueError(f"{name}[{position}] = {float(row[column])}: logits must be finite.")
+    """Raise naming the first non-finite logit among the rows flagged False in `finite` (B, T, U+1) (a flag may be a
+    false alarm: a row sum that overflowed); logits_at(b, t, u) returns that row of logits (V,)."""
+    for index in (~finite).nonzero().tolist():
+        row = logits_at(*index)
+        bad = (~torch.isfinite(row)).nonzero()
+        if len(bad):
+            column = int(bad[0])
+            position = ", ".join(str(i) for i in index + [column])
+            raise ValueError(f"{name}[{position}] = {float(row[column])}: logits must be finite.")
 
 
 def _valid_states(logit_lengths, target_lengths, max_t, max_u1):
@@ -95,13 +105,23 @@ def _label_ids(targets, target_lengths, blank_token_id):
     return padded.masked_fill(positions >= target_lengths[:, None], blank_token_id)
 
 
-def _frame_chunks(logit_lengths, target_lengths, positions_per_chunk):
-    """Yield (b, t0, t1, n_u): the valid frames of utterance b cut so that (t1 - t0) * n_u ~ positions_per_chunk."""
+def _frame_chunks(logit_lengths, target_lengths, positions_per_chunk, rows=None):
+    """Yield (b, t0, t1, u0, u1): frames [t0, t1) of utterance b (valid frames only, (t1 - t0) * (U_b + 1) ~
+    positions_per_chunk) and their rows [u0, u1): all U_b + 1 of them, or with `rows` (B, T, U+1) bool the span of
+    the True rows of those frames (u0 == u1 when there are none)."""
+    if rows is not None:  # per frame: first True row and one past the last, (U+1, 0) when there is none
+        has_rows = rows.any(-1)
+        first = torch.where(has_rows, rows.int().argmax(-1), rows.shape[-1]).tolist()
+        end = torch.where(has_rows, rows.shape[-1] - rows.flip(-1).int().argmax(-1), 0).tolist()
     for b, (frames, labels) in enumerate(zip(logit_lengths.tolist(), target_lengths.tolist())):
-        n_u = labels + 1
-        step = max(1, positions_per_chunk // n_u)
+        step = max(1, positions_per_chunk // (labels + 1))
         for t0 in range(0, frames, step):
-            yield b, t0, min(t0 + step, frames), n_u
+            t1 = min(t0 + step, frames)
+            if rows is None:
+                yield b, t0, t1, 0, labels + 1
+            else:
+                u0, u1 = min(first[b][t0:t1]), max(end[b][t0:t1])
+                yield (b, t0, t1, u0, u1) if u0 < u1 else (b, t0, t1, 0, 0)
 
 
 # ------------------------------------------------------------------------------------------- token statistics
@@ -112,31 +132,62 @@ def _compute_dtype(dtype):
     return torch.promote_types(dtype, torch.float32)
 
 
+@functools.cache
+def _exp_floor(dtype):
+    """exp below this argument leaves the normal float range, where CPUs take a ~100x slower path."""
+    return math.log(torch.finfo(dtype).tiny) + 1.0
+
+
+@functools.cache
+def _flush_level(dtype):
+    """Gradient entries at or below this (3.2e-38 in float32) are flushed to zero."""
+    return math.exp(_exp_floor(dtype)) * (1 + 1e-4)
+
+
+def _exp_(x, flush):
+    """exp in place with arguments clamped at `_exp_floor`; with flush=True results at the floor become exactly 0."""
+    x.clamp_(min=_exp_floor(x.dtype)).exp_()
+    if flush:
+        torch.threshold_(x, _flush_level(x.dtype), 0.0)
+    return x
+
+
 def _token_statistics(token_logits, label_ids, blank_token_id):
     """Per (t, u) statistics of a chunk of token logits (nt, n_u, V) and the labels (n_u,) emitted from each u.
 
-    Returns (nt, n_u) tensors, at least float32: log-normaliser, blank logit, label logit, whether the row is finite.
+    Returns (nt, n_u) tensors, at least float32: log-normaliser, blank logit, label logit, and a finiteness flag
+    (False where the row sum is not finite: a NaN or infinite logit, or an overflow).
     """
-    dtype = _compute_dtype(token_logits.dtype)
-    low, high = torch.aminmax(token_logits, dim=-1)
-    high = high.to(dtype)
-    log_normalizer = torch.sub(token_logits, high[..., None]).exp_().sum(-1).log_().add_(high)
-    finite = torch.isfinite(low) & torch.isfinite(high)
-    blank = token_logits[..., blank_token_id].to(dtype)
-    label = token_logits.gather(-1, label_ids.expand(token_logits.shape[0], -1)[..., None])[..., 0].to(dtype)
+    rows = token_logits.to(_compute_dtype(token_logits.dtype))
+    high = rows.amax(-1)
+    log_normalizer = _exp_(rows - high[..., None], flush=False).sum(-1).log_().add_(high)  # the sum is >= 1
+    finite = torch.isfinite(token_logits.sum(-1))
+    blank = rows[..., blank_token_id]
+    label = rows.gather(-1, label_ids.expand(rows.shape[0], -1)[..., None])[..., 0]
     return log_normalizer, blank, label, finite
 
 
-def _token_logits_grad(token_logits, log_normalizer, occupancy, blank_occupancy, label_occupancy, label_ids,
-                       blank_token_id, out):
-    """Write d loss / d token_logits of a chunk into `out` (nt, n_u, V): softmax * occupancy minus the arc occupancies
-    at the blank and label ids. Occupancies are (nt, n_u), already scaled by the incoming gradient."""
+class _TokenGradient(NamedTuple):
+    """d loss / d token_logits in per-state form (B, T, U+1), scaled by the incoming gradient: softmax * occupancy
+    minus the blank and label arc occupancies at their ids."""
+
+    softmax_shift: torch.Tensor  # log-normaliser - log|occupancy|: softmax * |occupancy| = exp(logits - shift)
+    blank_occupancy: torch.Tensor
+    label_occupancy: torch.Tensor
+    significant: torch.Tensor  # bool: |occupancy| above the flush level (all other rows are zero)
+    negative: list[bool]  # (B,) the sign of each utterance's incoming gradient
+
+
+def _token_logits_grad(token_logits, gradient, state, label_ids, blank_token_id, out):
+    """Write the gradient of the token logits (nt, n_u, V) of the states `state` = (b, frames, rows) into `out`;
+    label_ids (n_u,) are the labels emitted from those rows. Entries below the flush level come out as 0."""
     dtype = _compute_dtype(out.dtype)
     work = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
-    torch.sub(token_logits, log_normalizer[..., None], out=work)
-    work.exp_().mul_(occupancy[..., None])
-    work[..., blank_token_id] -= blank_occupancy
-    work.scatter_add_(-1, label_ids.expand(work.shape[0], -1)[..., None], -label_occupancy[..., None])
+    _exp_(torch.sub(token_logits, gradient.softmax_shift[state][..., None], out=work), flush=True)
+    if gradient.negative[state[0]]:
+        work.neg_()
+    work[..., blank_token_id].sub_(gradient.blank_occupancy[state])
+    work.scatter_add_(-1, label_ids.expand(work.shape[0], -1)[..., None], -gradient.label_occupancy[state][..., None])
     if work is not out:
         out.copy_(work)
 
@@ -164,10 +215,9 @@ class _Lattice:
         self.label = label_log_probs[..., None] + duration_log_probs  # (B, T, U+1, D)
         self.label[:, :, -1] = NEG_INF  # nothing left to emit after the last target
         self.final = self._final_log_weights()
-        if self.has_zero:
-            # zero-duration label arcs (t, u) -> (t, u + 1); W[..., u] is their summed weight from u' = 0 to u
+        if self.has_zero:  # zero-duration label arcs (t, u) -> (t, u + 1), chained: their log-weight from (t, 0)
             label_in_place = self.label[..., self.durations == 0].logsumexp(-1)  # (B, T, U+1)
-            self.in_place_cumsum = F.pad(label_in_place[..., :-1].cumsum(-1), (1, 0))
+            self.in_place_cumsum = F.pad(label_in_place[..., :-1].cumsum(-1), (1, 0))  # (B, T, U+1)
 
     def _final_log_weights(self):
         """(B, T, U+1): log-weight of ending the utterance from each state (blank arcs landing exactly on T_b)."""
@@ -188,13 +238,14 @@ class _Lattice:
     def log_alpha(self):
         """(B, T, U+1): log-weight of all partial paths from (0, 0) to each state."""
         batch, max_t, max_u1, _ = self.blank.shape
-        pad, steps = self.max_step, torch.arange(len(self.steps), device=self.blank.device)
+        pad, step_index = self.max_step, torch.arange(len(self.steps), device=self.blank.device)
         sources = torch.arange(max_t, device=self.blank.device)[:, None] + pad - self.steps  # (T, D+) padded rows
         # arcs entering (t, u) from frame t - d: blank from (t - d, u), label from (t - d, u - 1)
         blank_in = F.pad(self._arcs_by_step(self.blank), (0, 0, 0, 0, pad, 0), value=NEG_INF)
         label_in = F.pad(self._arcs_by_step(self.label), (1, 0, 0, 0, pad, 0), value=NEG_INF)[..., :-1]
-        entering = torch.cat([blank_in[:, sources, steps], label_in[:, sources, steps]], dim=2)  # (B, T, 2 D+, U+1)
-        alpha = self.blank.new_full((batch, pad + max_t, max_u1 + 1), NEG_INF)  # pad frames before 0, a column before 0
+        entering = torch.cat([blank_in[:, sources, step_index], label_in[:, sources, step_index]], dim=2)
+        # (B, T, 2 D+, U+1); alpha gets `pad` frames before t = 0 and a column before u = 0
+        alpha = self.blank.new_full((batch, pad + max_t, max_u1 + 1), NEG_INF)
         for t in range(max_t):
             source = alpha[:, sources[t]]  # (B, D+, U+2)
             row = (torch.cat([source[..., 1:], source[..., :-1]], dim=1) + entering[:, t]).logsumexp(1)  # (B, U+1)
@@ -210,7 +261,7 @@ class _Lattice:
         """(B, T, U+1): log-weight of all partial paths from each state to the end of its utterance."""
         batch, max_t, max_u1, _ = self.blank.shape
         # arcs leaving (t, u) to frame t + d: blank to (t + d, u), label to (t + d, u + 1)
-        leaving = torch.cat([self._arcs_by_step(self.blank), self._arcs_by_step(self.label)], dim=2)  # (B, T, 2 D+, U+1)
+        leaving = torch.cat([self._arcs_by_step(self.blank), self._arcs_by_step(self.label)], dim=2)  # (B,T,2D+,U+1)
         beta = self.blank.new_full((batch, max_t + self.max_step, max_u1 + 1), NEG_INF)  # frames past T, column U+1
         for t in reversed(range(max_t)):
             target = beta[:, t + self.steps]  # (B, D+, U+2)
@@ -252,7 +303,7 @@ def _lattice_from_statistics(log_normalizer, blank_logit, label_logit, duration_
                              logit_lengths, target_lengths):
     """Build the float64 lattice from per-state statistics (B, T, U+1) and duration logits (B, T, U+1, D)."""
     duration_logits = duration_logits.double().masked_fill(~valid[..., None], 0.0)
-    lattice = _Lattice(
+    return _Lattice(
         blank_logit.double() - log_normalizer.double() - sigma,
         label_logit.double() - log_normalizer.double() - sigma,
         duration_logits.log_softmax(-1),
@@ -260,8 +311,6 @@ def _lattice_from_statistics(log_normalizer, blank_logit, label_logit, duration_
         logit_lengths,
         target_lengths,
     )
-    lattice.statistics_dtype = log_normalizer.dtype
-    return lattice
 
 
 def _losses(lattice, zero_infinity):
@@ -274,15 +323,22 @@ def _losses(lattice, zero_infinity):
     return losses, log_alpha, log_likelihood
 
 
-def _state_gradients(lattice, log_alpha, log_likelihood, grad_losses):
-    """d loss / d logits of the lattice: per-state occupancies (B, T, U+1) for the token logits (total, blank, label)
-    and the full gradient of the duration logits (B, T, U+1, D), all scaled by grad_losses (B,)."""
+def _state_gradients(lattice, log_normalizer, log_alpha, log_likelihood, grad_losses):
+    """d loss / d logits of the lattice scaled by grad_losses (B,): the token part as a `_TokenGradient` and the full
+    gradient of the duration logits (B, T, U+1, D)."""
     blank, label = lattice.occupancies(log_alpha, lattice.log_beta(), log_likelihood, grad_losses)
     blank_occupancy, label_occupancy = blank.sum(-1), label.sum(-1)
     occupancy = blank_occupancy + label_occupancy
     duration_grad = lattice.duration_log_probs.exp() * occupancy[..., None] - (blank + label)
-    dtype = lattice.statistics_dtype
-    return (occupancy.to(dtype), blank_occupancy.to(dtype), label_occupancy.to(dtype)), duration_grad
+    dtype = log_normalizer.dtype
+    token_gradient = _TokenGradient(
+        softmax_shift=(log_normalizer - occupancy.abs().log()).to(dtype),
+        blank_occupancy=blank_occupancy.to(dtype),
+        label_occupancy=label_occupancy.to(dtype),
+        significant=occupancy.abs() > _flush_level(dtype),
+        negative=(grad_losses < 0).tolist(),
+    )
+    return token_gradient, duration_grad
 
 
 def _reduce(losses, target_lengths, reduction):
@@ -311,11 +367,11 @@ class _TDTLoss(torch.autograd.Function):
         dtype = _compute_dtype(token_logits.dtype)
         statistics = token_logits.new_zeros((3, batch, max_t, max_u1), dtype=dtype)
         finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=token_logits.device)
-        for b, t0, t1, n_u in _frame_chunks(logit_lengths, target_lengths, CHUNK_LOGITS // token_logits.shape[-1]):
+        for b, t0, t1, _, n_u in _frame_chunks(logit_lengths, target_lengths, CHUNK_LOGITS // token_logits.shape[-1]):
             *chunk_statistics, finite[b, t0:t1, :n_u] = _token_statistics(
                 token_logits[b, t0:t1, :n_u], label_ids[b, :n_u], blank_token_id
             )
-            statistics[:3, b, t0:t1, :n_u] = torch.stack(chunk_statistics)
+            statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
         _check_finite("token_logits", finite, lambda b, t, u: token_logits[b, t, u])
         valid = _valid_states(logit_lengths, target_lengths, max_t, max_u1)
         _check_finite("duration_logits", torch.isfinite(duration_logits).all(-1) | ~valid,
@@ -325,28 +381,33 @@ class _TDTLoss(torch.autograd.Function):
                                            durations, logit_lengths, target_lengths)
         losses, log_alpha, log_likelihood = _losses(lattice, zero_infinity)
         ctx.save_for_backward(token_logits, log_normalizer, label_ids, log_alpha, log_likelihood)
-        ctx.lattice, ctx.blank_token_id = lattice, blank_token_id
+        ctx.lattice, ctx.blank_token_id, ctx.duration_dtype = lattice, blank_token_id, duration_logits.dtype
         return losses.to(dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_losses):
         token_logits, log_normalizer, label_ids, log_alpha, log_likelihood = ctx.saved_tensors
         lattice = ctx.lattice
-        occupancies, duration_grad = _state_gradients(lattice, log_alpha, log_likelihood, grad_losses)
+        token_gradient, duration_grad = _state_gradients(
+            lattice, log_normalizer, log_alpha, log_likelihood, grad_losses
+        )
         token_grad = None
         if ctx.needs_input_grad[0]:
             token_grad = torch.empty(token_logits.shape, dtype=token_logits.dtype, device=token_logits.device)
-            for b, (frames, labels) in enumerate(zip(lattice.logit_lengths.tolist(), lattice.target_lengths.tolist())):
+            for b, frames in enumerate(lattice.logit_lengths.tolist()):
                 token_grad[b, frames:].zero_()
-                token_grad[b, :frames, labels + 1 :].zero_()
-            chunks = _frame_chunks(lattice.logit_lengths, lattice.target_lengths, CHUNK_LOGITS // token_logits.shape[-1])
-            for b, t0, t1, n_u in chunks:
-                state = (b, slice(t0, t1), slice(0, n_u))
-                _token_logits_grad(
-                    token_logits[state], log_normalizer[state], *(o[state] for o in occupancies), label_ids[b, :n_u],
-                    ctx.blank_token_id, out=token_grad[state],
-                )
-        duration_grad = duration_grad.to(token_logits.dtype) if ctx.needs_input_grad[1] else None
+            positions_per_chunk = CHUNK_LOGITS // token_logits.shape[-1]
+            chunks = _frame_chunks(lattice.logit_lengths, lattice.target_lengths, positions_per_chunk,
+                                   rows=token_gradient.significant)
+            for b, t0, t1, u0, u1 in chunks:
+                token_grad[b, t0:t1, :u0].zero_()
+                token_grad[b, t0:t1, u1:].zero_()
+                if u0 < u1:
+                    state = (b, slice(t0, t1), slice(u0, u1))
+                    _token_logits_grad(token_logits[state], token_gradient, state, label_ids[b, u0:u1],
+                                       ctx.blank_token_id, out=token_grad[state])
+        duration_grad = duration_grad.to(ctx.duration_dtype) if ctx.needs_input_grad[1] else None
         return token_grad, duration_grad, None, None, None, None, None, None, None
 
 
@@ -380,7 +441,11 @@ def tdt_loss(
             `torch.nn.functional.ctc_loss`; either way its gradient is zero, never NaN.
 
     Returns:
-        The reduced loss (float32 for float32 logits), or (B,) per-utterance losses with reduction="none".
+        The reduced loss (float32 for float32 or half-precision logits, float64 for float64), or (B,) per-utterance
+        losses with reduction="none". Gradient entries below ~3e-38 (float32) are flushed to zero.
+
+    Raises:
+        ValueError: naming the offending shape, id, length or (first) non-finite logit.
     """
     _check_options(durations, reduction)
     if token_logits.dim() != 4 or duration_logits.dim() != 4:
@@ -425,14 +490,15 @@ class _FusedJointTDTLoss(torch.autograd.Function):
         finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=encoder_states.device)
 
         def joint_at(b, t, u):  # (V+D,) one joint output, to name a non-finite logit
-            return _joint_logits(encoder_states[b, t : t + 1], decoder_states[b, u : u + 1], weight, bias, activation)[0, 0]
+            encoder_frame, decoder_state = encoder_states[b, t : t + 1], decoder_states[b, u : u + 1]
+            return _joint_logits(encoder_frame, decoder_state, weight, bias, activation)[0, 0]
 
-        for b, t0, t1, n_u in _frame_chunks(logit_lengths, target_lengths, chunk_size):
+        for b, t0, t1, _, n_u in _frame_chunks(logit_lengths, target_lengths, chunk_size):
             logits = _joint_logits(encoder_states[b, t0:t1], decoder_states[b, :n_u], weight, bias, activation)
             *chunk_statistics, finite[b, t0:t1, :n_u] = _token_statistics(
                 logits[..., :vocab_size], label_ids[b, :n_u], blank_token_id
             )
-            statistics[:3, b, t0:t1, :n_u] = torch.stack(chunk_statistics)
+            statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
             duration_logits[b, t0:t1, :n_u] = logits[..., vocab_size:]
         _check_finite("joint token logits", finite, lambda b, t, u: joint_at(b, t, u)[:vocab_size])
         _check_finite("joint duration logits", torch.isfinite(duration_logits).all(-1),
@@ -444,34 +510,43 @@ class _FusedJointTDTLoss(torch.autograd.Function):
         losses, log_alpha, log_likelihood = _losses(lattice, zero_infinity)
         ctx.save_for_backward(encoder_states, decoder_states, weight, bias, log_normalizer, label_ids, log_alpha,
                               log_likelihood)
-        ctx.lattice, ctx.activation, ctx.blank_token_id, ctx.chunk_size = lattice, activation, blank_token_id, chunk_size
+        ctx.lattice, ctx.activation, ctx.blank_token_id = lattice, activation, blank_token_id
+        ctx.chunk_size = chunk_size
+        device_type = encoder_states.device.type
+        ctx.autocast = dict(device_type=device_type, dtype=torch.get_autocast_dtype(device_type),
+                            enabled=torch.is_autocast_enabled(device_type))
         return losses.to(dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_losses):
         encoder_states, decoder_states, weight, bias, log_normalizer, label_ids, log_alpha, log_likelihood = (
             ctx.saved_tensors
         )
         lattice = ctx.lattice
-        occupancies, duration_grad = _state_gradients(lattice, log_alpha, log_likelihood, grad_losses)
+        token_gradient, duration_grad = _state_gradients(
+            lattice, log_normalizer, log_alpha, log_likelihood, grad_losses
+        )
         vocab_size = weight.shape[0] - duration_grad.shape[-1]
         needs = ctx.needs_input_grad[:4]
-        grads = [torch.zeros_like(x) if need else None for x, need in zip((encoder_states, decoder_states, weight, bias), needs)]
-        if not any(needs):
-            return (*grads, *[None] * 9)
-        for b, t0, t1, n_u in _frame_chunks(lattice.logit_lengths, lattice.target_lengths, ctx.chunk_size):
-            state = (b, slice(t0, t1), slice(0, n_u))
-            inputs = [encoder_states[b, t0:t1], decoder_states[b, :n_u], weight, bias]
+        parameters = (encoder_states, decoder_states, weight, bias)
+        grads = [torch.zeros_like(x) if need else None for x, need in zip(parameters, needs)]
+        chunks = _frame_chunks(lattice.logit_lengths, lattice.target_lengths, ctx.chunk_size,
+                               rows=token_gradient.significant)
+        for b, t0, t1, u0, u1 in chunks if any(needs) else ():
+            if u0 == u1:
+                continue
+            state = (b, slice(t0, t1), slice(u0, u1))
+            inputs = [encoder_states[b, t0:t1], decoder_states[b, u0:u1], weight, bias]
             inputs = [x.detach().requires_grad_(need) if need else x for x, need in zip(inputs, needs)]
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(**ctx.autocast):  # recompute exactly as the forward did
                 logits = _joint_logits(*inputs, ctx.activation)  # (nt, n_u, V+D)
             grad_logits = torch.empty_like(logits)
-            _token_logits_grad(
-                logits[..., :vocab_size].detach(), log_normalizer[state], *(o[state] for o in occupancies),
-                label_ids[b, :n_u], ctx.blank_token_id, out=grad_logits[..., :vocab_size],
-            )
+            _token_logits_grad(logits[..., :vocab_size].detach(), token_gradient, state, label_ids[b, u0:u1],
+                               ctx.blank_token_id, out=grad_logits[..., :vocab_size])
             grad_logits[..., vocab_size:] = duration_grad[state]
             chunk_grads = iter(torch.autograd.grad(logits, [x for x, need in zip(inputs, needs) if need], grad_logits))
+            # enc grads go to frames [t0, t1) of b, dec grads to rows [u0, u1) of b, head grads everywhere
             for grad, region, need in zip(grads, (state[:2], state[::2], ..., ...), needs):
                 if need:
                     grad[region] += next(chunk_grads)
@@ -493,25 +568,26 @@ def fused_joint_tdt_loss(
     zero_infinity: bool = False,
     chunk_size: int = 1024,
 ) -> torch.Tensor:
-    """`tdt_loss(joint[..., :V], joint[..., V:], ...)` with joint = joint_head(activation(enc[:, :, None] + dec[:, None]))
-    computed `chunk_size` (t, u) positions at a time, so the (B, T, U+1, V+D) joint output is never materialised.
+    """`tdt_loss(joint[..., :V], joint[..., V:], ...)` with joint = joint_head(activation(enc[:, :, None] +
+    dec[:, None])) computed `chunk_size` (t, u) positions at a time: the (B, T, U+1, V+D) joint is never materialised.
 
-    Backward recomputes each chunk of the joint and accumulates the gradients of encoder_states, decoder_states and
-    the head's weight and bias; memory beyond them is O(chunk_size * (H + V + D) + B * T * (U+1) * D).
+    Backward recomputes each chunk of the joint (under the forward's autocast state; only chunks holding states of
+    non-negligible occupancy) and accumulates the gradients of encoder_states, decoder_states and the head's weight
+    and bias; memory beyond them is O(chunk_size * (H + V + D) + B * T * (U+1) * D).
 
     Args:
         encoder_states: (B, T, H) encoder output, already projected to the joint size (encoder_projector).
         decoder_states: (B, U+1, H) prediction-network output, already projected (decoder_projector).
         joint_head: nn.Linear(H, V + D): the first V outputs are token logits (blank included), the last D durations.
-        activation: a parameter-free callable (e.g. the joint's ACT2FN activation).
+        activation: a callable without trainable parameters (e.g. the joint's ACT2FN activation).
         chunk_size: (t, u) joint positions computed at once (rounded to whole frames).
         The other arguments are those of `tdt_loss`.
     """
     _check_options(durations, reduction)
     if encoder_states.dim() != 3 or decoder_states.dim() != 3:
         raise ValueError(
-            f"encoder_states must be (B, T, H) and decoder_states (B, U+1, H), got shapes {tuple(encoder_states.shape)} "
-            f"and {tuple(decoder_states.shape)}."
+            f"encoder_states must be (B, T, H) and decoder_states (B, U+1, H), got shapes "
+            f"{tuple(encoder_states.shape)} and {tuple(decoder_states.shape)}."
         )
     batch, max_t, hidden = encoder_states.shape
     if decoder_states.shape[0] != batch or decoder_states.shape[2] != hidden or joint_head.in_features != hidden:
@@ -520,9 +596,11 @@ def fused_joint_tdt_loss(
             f"joint_head.in_features={joint_head.in_features} must agree on B and H."
         )
     if joint_head.out_features <= len(durations):
-        raise ValueError(f"joint_head has {joint_head.out_features} outputs: none left for tokens after {len(durations)} durations.")
-    if isinstance(activation, nn.Module) and any(True for _ in activation.parameters()):
-        raise ValueError("activation must be parameter-free: the fused backward returns no gradient for its parameters.")
+        raise ValueError(
+            f"joint_head has {joint_head.out_features} outputs: none left for tokens after {len(durations)} durations."
+        )
+    if isinstance(activation, nn.Module) and any(p.requires_grad for p in activation.parameters()):
+        raise ValueError("activation has trainable parameters: the fused backward returns no gradient for them.")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     vocab_size = joint_head.out_features - len(durations)
