@@ -5,20 +5,24 @@ Two interchangeable de-romanizers, both `deromanize(texts, languages) -> list[st
     CausalLMDeromanizer   any Hugging Face causal LM, prompted per language ("Write this romanized Hindi sentence
                           in Devanagari script", optional few-shot pairs), greedy, one line of output
     CharTransliterator    the offline default: a small character-level Transformer encoder-decoder (source: a
-                          language tag + Roman characters, target: native characters), trained here on
-                          (language, roman, native) triples by `train_transliterator`
+                          language tag + Roman characters, target: native characters) that works word by word
+                          (as uroman does), trained here by `train_transliterator` on the words of
+                          (language, roman, native) sentence triples
 
 `load_deromanizer("char:<folder>")` or `load_deromanizer("lm:<model id or path>")` picks one. Inputs are normalised
-like the romanized targets (lower case, single spaces); an empty text gives "" without a model call; a language
-the de-romanizer cannot write raises `ValueError` naming the row.
+like the romanized targets (lower case, single spaces); an empty text gives "" without a model call; English (Latin
+script) is its own romanization and passes through unchanged; a language the de-romanizer cannot write raises
+`ValueError` naming the row.
 
     python -m avalign.training.deromanize --corpus DIR --output-dir OUT [--steps 1000] [--roman-cache FILE]
 
-trains a `CharTransliterator` on the romanized `reference_transcript` of the corpus splits and prints its metrics
-(held-out CER on sentences it never saw, next to the CER of copying the Roman input).
+trains a `CharTransliterator` on the romanized `reference_transcript` of the corpus splits (by default the
+training-side ones, so that no dev/test sentence is in its data) and prints its metrics: CER on held-out sentences
+it never saw, next to the CER of copying the Roman input.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -47,27 +51,39 @@ SCRIPTS = {
     "hi": "Devanagari", "mr": "Devanagari", "bn": "Bengali", "ta": "Tamil", "te": "Telugu",
     "kn": "Kannada", "gu": "Gujarati", "ml": "Malayalam", "pa": "Gurmukhi", "en": "Latin",
 }  # fmt: skip
-CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE, METRICS_FILE = "config.json", "vocab.json", "model.safetensors", "metrics.json"
+PASSTHROUGH_LANGUAGES = tuple(language for language, script in SCRIPTS.items() if script == "Latin")
+CONFIG_FILE, VOCABULARY_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "model.safetensors"
+METRICS_FILE = "metrics.json"
 
 Pair = tuple[str, str, str]  # (language, roman, native)
 
 
 class Deromanizer:
-    """The interface: `deromanize(texts, languages) -> list[str]`; `languages` lists the ones it can write."""
+    """The shared `deromanize(texts, languages)`: checks, normalisation, Latin-script pass-through; subclasses
+    write the other languages in `deromanize_native` and list them in `languages`."""
 
     languages: Sequence[str]
 
     def deromanize(self, texts: Sequence[str], languages: Sequence[str]) -> list[str]:
-        raise NotImplementedError
-
-    def normalized_inputs(self, texts: Sequence[str], languages: Sequence[str]) -> list[str]:
-        """`texts` normalised like the romanized targets, after checking that every language can be written."""
+        """Native-script versions of Roman-script `texts`, one language code per text. Texts are normalised like
+        the romanized targets; an empty text gives ""; a Latin-script language (`PASSTHROUGH_LANGUAGES`) is its
+        own romanization and comes back as it is."""
         if len(texts) != len(languages):
             raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
         for row, language in enumerate(languages):
-            if language not in self.languages:
-                raise ValueError(f"text {row}: {type(self).__name__} cannot write {language!r}; it knows {self.languages}")
-        return [normalize_roman(text) for text in texts]
+            if language not in self.languages and language not in PASSTHROUGH_LANGUAGES:
+                known = sorted({*self.languages, *PASSTHROUGH_LANGUAGES})
+                raise ValueError(f"text {row}: {type(self).__name__} cannot write {language!r}; it knows {known}")
+        outputs = [normalize_roman(text) for text in texts]
+        rows = [row for row, text in enumerate(outputs) if text and languages[row] not in PASSTHROUGH_LANGUAGES]
+        natives = self.deromanize_native([outputs[row] for row in rows], [languages[row] for row in rows])
+        for row, native in zip(rows, natives):
+            outputs[row] = native
+        return outputs
+
+    def deromanize_native(self, texts: list[str], languages: list[str]) -> list[str]:
+        """Normalised, non-empty texts of languages in `self.languages` -> native script."""
+        raise NotImplementedError
 
 
 def map_in_batches(function: Callable[[list], list], items: Sequence, batch_size: int, length: Callable) -> list:
@@ -104,25 +120,22 @@ class CausalLMDeromanizer(Deromanizer):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_id_or_path).to(device or "cpu").eval()
         self.examples = list(examples)
-        self.languages = tuple(SCRIPTS)
+        self.languages = tuple(language for language in SCRIPTS if language not in PASSTHROUGH_LANGUAGES)
         self.batch_size = batch_size
         self.max_new_tokens_per_character = max_new_tokens_per_character
 
     def prompt(self, text: str, language: str) -> str:
         name = LANGUAGE_NAMES[language]
-        shots = "".join(f"Roman: {roman}\n{name}: {native}\n\n" for lang, roman, native in self.examples if lang == language)
+        shots = "".join(
+            f"Roman: {roman}\n{name}: {native}\n\n"
+            for shot_language, roman, native in self.examples
+            if shot_language == language
+        )
         return f"Write this romanized {name} sentence in {SCRIPTS[language]} script.\n\n{shots}Roman: {text}\n{name}:"
 
-    def deromanize(self, texts: Sequence[str], languages: Sequence[str]) -> list[str]:
-        """Native-script versions of `texts`, one language code per text; "" for an empty text (no generation)."""
-        texts = self.normalized_inputs(texts, languages)
-        rows = [row for row, text in enumerate(texts) if text]
-        natives = map_in_batches(self.complete, [(texts[row], languages[row]) for row in rows], self.batch_size,
-                                 length=lambda item: len(item[0]))  # fmt: skip
-        outputs = [""] * len(texts)
-        for row, native in zip(rows, natives):
-            outputs[row] = native
-        return outputs
+    def deromanize_native(self, texts: list[str], languages: list[str]) -> list[str]:
+        items = list(zip(texts, languages))
+        return map_in_batches(self.complete, items, self.batch_size, length=lambda item: len(item[0]))
 
     def max_new_tokens(self, text: str) -> int:
         return math.ceil(self.max_new_tokens_per_character * len(text)) + 8
@@ -200,9 +213,9 @@ class CharSeq2Seq(nn.Module):
         self.output = nn.Linear(width, vocabulary_size)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) -> (B, L, D)."""
-        width = self.embedding.embedding_dim
-        return self.embedding(ids) * math.sqrt(width) + sinusoidal_positions(ids.shape[1], width).to(ids.device)
+        """(B, L) -> (B, L, D). Unscaled: N(0, 1) embeddings and the +-1 positions weigh alike, which repeated
+        characters ("tt" -> "ത്ത്") need to be told apart."""
+        return self.embedding(ids) + sinusoidal_positions(ids.shape[1], self.embedding.embedding_dim).to(ids.device)
 
     def encode(self, source_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) -> memory (B, S, D) and its padding mask (B, S), True at padding."""
@@ -237,6 +250,18 @@ class CharSeq2Seq(nn.Module):
         return target[:, 1:]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Runs the block on one intra-op thread: the transliterator's ops are too small to gain from more, and on a
+    busy machine the threads' spin-waits made training ~6x slower (57 s against 9.6 s for the test model)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def pad_sequences(sequences: list[list[int]]) -> torch.Tensor:
     """(B, longest) LongTensor, PAD on the right."""
     padded = torch.full((len(sequences), max(map(len, sequences))), PAD, dtype=torch.long)
@@ -251,7 +276,7 @@ class CharTransliterator(Deromanizer):
     It transliterates word by word, as uroman romanizes (each space-separated word on its own): a text's distinct
     words go through the model once per batch and are joined back with single spaces. Characters never seen in
     training become `<unk>`; a word's output is at most 2 x its length + 10 characters (a virama or vowel sign
-    makes native text up to about twice as long as its romanization).
+    makes native text up to about twice as long as its romanization), so an undertrained model's loop ends.
     """
 
     def __init__(self, vocabulary: Sequence[str], config: TransliteratorConfig | None = None, batch_size: int = 64):
@@ -286,18 +311,20 @@ class CharTransliterator(Deromanizer):
 
     def transliterate_words(self, words: Sequence[tuple[str, str]]) -> list[str]:
         """Native forms of (language, roman word) items, greedy, in batches of similar length."""
-        return map_in_batches(self.transliterate_batch, words, self.batch_size, length=lambda word: len(word[1]))
+        with one_thread():
+            return map_in_batches(self.transliterate_batch, words, self.batch_size, length=lambda word: len(word[1]))
 
     def transliterate_batch(self, words: list[tuple[str, str]]) -> list[str]:
+        """One batched greedy decoding; each word is cut to its own length budget, so that its output does not
+        depend on the other words of the batch."""
+        budgets = [2 * len(word) + 10 for _, word in words]
         source_ids = pad_sequences([self.encode_source(word, language) for language, word in words])  # (B, S)
         device = next(self.model.parameters()).device
-        generated = self.model.eval().generate(source_ids.to(device), max_length=2 * source_ids.shape[1] + 10)
-        return [self.decode_target(ids) for ids in generated.tolist()]
+        generated = self.model.eval().generate(source_ids.to(device), max_length=max(budgets))  # (B, <= max budget)
+        return [self.decode_target(ids[:budget]) for ids, budget in zip(generated.tolist(), budgets)]
 
-    def deromanize(self, texts: Sequence[str], languages: Sequence[str]) -> list[str]:
-        """Native-script versions of `texts`, one language code per text; "" for an empty text. Each distinct
-        (language, word) of all `texts` is transliterated once."""
-        texts = self.normalized_inputs(texts, languages)
+    def deromanize_native(self, texts: list[str], languages: list[str]) -> list[str]:
+        """Each distinct (language, word) of all `texts` is transliterated once."""
         words = sorted({(language, word) for text, language in zip(texts, languages) for word in text.split()})
         natives = dict(zip(words, self.transliterate_words(words)))
         return [" ".join(natives[language, word] for word in text.split()) for text, language in zip(texts, languages)]
@@ -326,13 +353,17 @@ class CharTransliterator(Deromanizer):
 
 
 def unique_sentences(pairs: Iterable[Pair]) -> tuple[list[Pair], dict[str, int]]:
-    """Pairs with an empty side dropped and each (language, native) sentence kept once, and the counts of both."""
-    kept, seen, counts = [], set(), {"input": 0, "skipped_empty": 0, "duplicates": 0}
+    """Each (language, native) sentence once, without pairs that have an empty side or a Latin-script language
+    (passed through, nothing to learn), and the counts of what was dropped."""
+    kept, seen = [], set()
+    counts = {"input": 0, "skipped_empty": 0, "skipped_latin_script": 0, "duplicates": 0}
     for language, roman, native in pairs:
         counts["input"] += 1
         roman, native = normalize_roman(roman), " ".join(native.split())
         if not roman or not native:
             counts["skipped_empty"] += 1
+        elif language in PASSTHROUGH_LANGUAGES:
+            counts["skipped_latin_script"] += 1
         elif (language, native) in seen:
             counts["duplicates"] += 1
         else:
@@ -410,13 +441,14 @@ def train_transliterator(
     seed: int = 0,
     config: TransliteratorConfig | None = None,
     batch_size: int = 64,
-    learning_rate: float = 3e-3,
+    learning_rate: float = 5e-3,
     held_out_fraction: float = 0.1,
 ) -> dict:
     """Trains a `CharTransliterator` on the words of (language, roman, native) sentence triples, saves it to
     `output_dir` with metrics.json and returns the metrics: held-out CER/WER on unseen sentences of the same
     languages, the copy-the-input baseline on them, the CER on held-out words absent from training, the counts
-    (input pairs, skipped empty, duplicates, misaligned, train / held-out sentences, train words) and seconds."""
+    (input pairs, skipped: empty / Latin-script / duplicates / misaligned, train and held-out sentences, train
+    words), parameters and seconds."""
     start = time.perf_counter()
     sentences, counts = unique_sentences(pairs)
     train, held_out = split_held_out(sentences, held_out_fraction, seed)
@@ -431,20 +463,21 @@ def train_transliterator(
     scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=steps // 20, num_training_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     batches = []
-    for step in range(steps):
-        if not batches:
-            batches = epoch_batches([len(source) for source in sources], batch_size, generator)
-        batch = batches.pop()
-        target_ids = pad_sequences([targets[i] for i in batch])  # (B, T + 1): BOS ... EOS
-        logits = model(pad_sequences([sources[i] for i in batch]), target_ids[:, :-1])  # (B, T, V)
-        loss = F.cross_entropy(logits.transpose(1, 2), target_ids[:, 1:], ignore_index=PAD)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        if step % 100 == 0 or step == steps - 1:
-            logger.info("transliterator step %d/%d loss %.3f", step + 1, steps, loss.item())
+    with one_thread():
+        for step in range(steps):
+            if not batches:
+                batches = epoch_batches([len(source) for source in sources], batch_size, generator)
+            batch = batches.pop()
+            target_ids = pad_sequences([targets[i] for i in batch])  # (B, T + 1): BOS ... EOS
+            logits = model(pad_sequences([sources[i] for i in batch]), target_ids[:, :-1])  # (B, T, V)
+            loss = F.cross_entropy(logits.transpose(1, 2), target_ids[:, 1:], ignore_index=PAD)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            if step % 100 == 0 or step == steps - 1:
+                logger.info("transliterator step %d/%d loss %.3f", step + 1, steps, loss.item())
     model.eval()
 
     metrics = {

@@ -6,7 +6,7 @@ uroman takes ISO 639-3 codes; the corpus uses ISO 639-1 (`UROMAN_CODES` maps the
 output lower-cased with whitespace runs collapsed; an empty (or all-space) text romanizes to "" without a uroman
 call, so the unlabeled splits' empty transcripts pass through. An unknown language code raises `ValueError`.
 
-uroman takes ~10 s to load its tables (once per process) and a few ms per new sentence, so every result is kept
+uroman takes 10-20 s to load its tables (once per process) and ~7 ms per new sentence, so every result is kept
 in a `RomanizationCache` (a JSON file {language: {text: romanization}}) and `romanize_dataset` only asks uroman
 about (language, text) pairs it has never seen.
 """
