@@ -12,6 +12,7 @@ from avalign.training.deromanize import (
     CharTransliterator,
     TransliteratorConfig,
     load_deromanizer,
+    one_thread,
     records,
     split_held_out,
     train_transliterator,
@@ -32,6 +33,13 @@ def corpus_sentences(language: str, count: int, seed: int = 0) -> list[str]:
     template_ids = list(lexicon.templates)
     sentences = {lexicon.sentence(str(rng.choice(template_ids)), sample_scene(rng)) for _ in range(4 * count)}
     return sorted(sentences)[:count]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """The models here are tiny: one intra-op thread is faster, and much faster on a busy machine."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture
@@ -130,7 +138,7 @@ def test_transliterator_beats_copying_the_input(transliterator_run):
     assert metrics["counts"]["skipped_empty"] == metrics["counts"]["skipped_latin_script"] == 1
     assert metrics["counts"]["held_out"] == 12  # 10 % of 60 sentences, per language
     assert set(metrics["held_out"]["per_language"]) == {"hi", "ta"}
-    assert metrics["held_out"]["overall"]["cer"] < 0.5 * metrics["copy_baseline"]["overall"]["cer"]
+    assert metrics["held_out"]["overall"]["cer"] < 0.2 * metrics["copy_baseline"]["overall"]["cer"]
     assert json.loads((folder / "metrics.json").read_text("utf-8")) == metrics
 
 
@@ -163,7 +171,9 @@ def test_transliterator_is_deterministic_with_a_seed(transliterator_run, tmp_pat
 def test_transliterator_input_handling(transliterator_run):
     transliterator = CharTransliterator.load(transliterator_run[1])
     assert transliterator.deromanize(["", "   ", " Two  RED "], ["hi", "ta", "en"]) == ["", "", "two red"]
-    assert len(transliterator.deromanize(["DO  LAAL"], ["hi"])[0].split()) == 2  # normalised, word by word
+    assert transliterator.deromanize([" DO  LAAL"], ["hi"]) == transliterator.deromanize(["do laal"], ["hi"])
+    with pytest.raises(ValueError, match="2 texts but 1 languages"):
+        transliterator.deromanize(["do", "laal"], ["hi"])
     with pytest.raises(ValueError, match=r"text 1: CharTransliterator cannot write 'bn'"):
         transliterator.deromanize(["do", "dui"], ["hi", "bn"])
     with pytest.raises(ValueError, match="expected 'char:<folder>' or 'lm:<model id or path>'"):

@@ -273,8 +273,8 @@ def pad_sequences(sequences: list[list[int]]) -> torch.Tensor:
 class CharTransliterator(Deromanizer):
     """A `CharSeq2Seq` with its vocabulary: special tokens, one tag per language ("<hi>"), then characters.
 
-    It transliterates word by word, as uroman romanizes (each space-separated word on its own): a text's distinct
-    words go through the model once per batch and are joined back with single spaces. Characters never seen in
+    It transliterates word by word, as uroman romanizes (each space-separated word on its own): each distinct
+    (language, word) of a `deromanize` call goes through the model once; words are joined back with single spaces. Characters never seen in
     training become `<unk>`; a word's output is at most 2 x its length + 10 characters (a virama or vowel sign
     makes native text up to about twice as long as its romanization), so an undertrained model's loop ends.
     """
@@ -324,7 +324,6 @@ class CharTransliterator(Deromanizer):
         return [self.decode_target(ids[:budget]) for ids, budget in zip(generated.tolist(), budgets)]
 
     def deromanize_native(self, texts: list[str], languages: list[str]) -> list[str]:
-        """Each distinct (language, word) of all `texts` is transliterated once."""
         words = sorted({(language, word) for text, language in zip(texts, languages) for word in text.split()})
         natives = dict(zip(words, self.transliterate_words(words)))
         return [" ".join(natives[language, word] for word in text.split()) for text, language in zip(texts, languages)]

@@ -38,7 +38,7 @@ def uroman_code(language: str) -> str:
 
 @functools.cache
 def load_uroman() -> uroman.Uroman:
-    """The process-wide uroman instance (loading its tables takes seconds)."""
+    """The process-wide uroman instance (loading its tables takes 10-20 s)."""
     return uroman.Uroman(cache_size=UROMAN_WORD_CACHE_SIZE)
 
 
@@ -101,9 +101,7 @@ class RomanizationCache:
         temporary.replace(self.path)
 
 
-def romanize(
-    texts: Sequence[str], languages: Sequence[str], cache: RomanizationCache | None = None
-) -> list[str]:
+def romanize(texts: Sequence[str], languages: Sequence[str], cache: RomanizationCache | None = None) -> list[str]:
     """Roman-script versions of `texts` (one language code per text), through `cache` when given."""
     return (cache if cache is not None else RomanizationCache()).romanize(texts, languages)
 
