@@ -510,7 +510,7 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         time = torch.zeros_like(blank)
         symbols_at_frame = torch.zeros_like(blank)
         joint_evaluations = torch.zeros_like(blank)
-        sequences, timestamps, durations = ([[] for _ in range(batch_size)] for _ in range(3))
+        steps = []  # per outer step, (4, B): emitted?, token, frame, duration
 
         active = time < encoder_lengths
         while active.any():
@@ -526,10 +526,7 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
                 symbols_at_frame = torch.where(skip, 0, symbols_at_frame)
                 searching = skip & (time < encoder_lengths)
             emit = active & (token != config.blank_token_id) & (time < encoder_lengths)
-            for row in emit.nonzero().flatten().tolist():
-                sequences[row].append(token[row].item())
-                timestamps[row].append(time[row].item())
-                durations[row].append(duration[row].item())
+            steps.append(torch.stack([emit.long(), token, time, duration]))
             # a label of duration 0 stays on its frame, at most max_symbols_per_step times in a row
             symbols_at_frame = torch.where(emit & (duration == 0), symbols_at_frame + 1, 0)
             force = symbols_at_frame >= config.max_symbols_per_step
@@ -540,10 +537,7 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             decoder_state = torch.where(emit[:, None], new_state[:, 0], decoder_state)
             lstm_state = tuple(torch.where(emit[None, :, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
             active = emit & (time < encoder_lengths)
-        return TranscriptionOutput(
-            sequences=sequences, frame_timestamps=timestamps, token_durations=durations,
-            joint_evaluations=joint_evaluations,
-        )
+        return TranscriptionOutput(**_labels_per_utterance(steps, batch_size), joint_evaluations=joint_evaluations)
 
     # ------------------------------------------------------------------------------------------------ export
     def to_parakeet_ctc(self) -> ParakeetForCTC:
@@ -567,6 +561,15 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         model = _copy_weights(self, ParakeetForTDT(config), prefixes=("encoder.", "encoder_projector.", "decoder.", "joint."))
         model.generation_config.decoder_start_token_id = c.blank_token_id
         return model
+
+
+def _labels_per_utterance(steps: list[torch.Tensor], batch_size: int) -> dict:
+    """Greedy TDT's per-step (4, B) records [emitted?, token, frame, duration] -> per-utterance lists, in one copy."""
+    steps = steps or [torch.zeros(4, batch_size, dtype=torch.long)]  # nothing to decode: no labels
+    emitted, tokens, frames, durations = torch.stack(steps, dim=-1).cpu()  # (B, S) each
+    keep = emitted.bool()
+    per_row = lambda values: [row[mask].tolist() for row, mask in zip(values, keep)]  # noqa: E731
+    return dict(sequences=per_row(tokens), frame_timestamps=per_row(frames), token_durations=per_row(durations))
 
 
 def _copy_weights(source: nn.Module, target: nn.Module, prefixes: tuple[str, ...]) -> nn.Module:

@@ -80,8 +80,8 @@ def _check_alignment_inputs(targets, logit_lengths, target_lengths, blank_token_
 
 
 def _check_finite(name, finite, logits_at):
-    """Raise naming the first non-finite logit among the rows flagged False in `finite` (B, T, U+1) (a flag may be a
-    false alarm: a row sum that overflowed); logits_at(b, t, u) returns that row of logits (V,)."""
+    """Raise naming the first non-finite logit among the rows flagged False in `finite` (B, T, U+1);
+    logits_at(b, t, u) returns that row of logits (V,)."""
     for index in (~finite).nonzero().tolist():
         row = logits_at(*index)
         bad = (~torch.isfinite(row)).nonzero()
@@ -156,12 +156,12 @@ def _token_statistics(token_logits, label_ids, blank_token_id):
     """Per (t, u) statistics of a chunk of token logits (nt, n_u, V) and the labels (n_u,) emitted from each u.
 
     Returns (nt, n_u) tensors, at least float32: log-normaliser, blank logit, label logit, and a finiteness flag
-    (False where the row sum is not finite: a NaN or infinite logit, or an overflow).
+    (False where the log-normaliser is not: a row with a NaN or +inf logit, or only -inf ones).
     """
     rows = token_logits.to(_compute_dtype(token_logits.dtype))
-    high = rows.amax(-1)
+    high = rows.amax(-1)  # NaN or +inf here makes the log-normaliser NaN: no separate pass over the logits
     log_normalizer = _exp_(rows - high[..., None], flush=False).sum(-1).log_().add_(high)  # the sum is >= 1
-    finite = torch.isfinite(token_logits.sum(-1))
+    finite = torch.isfinite(log_normalizer)
     blank = rows[..., blank_token_id]
     label = rows.gather(-1, label_ids.expand(rows.shape[0], -1)[..., None])[..., 0]
     return log_normalizer, blank, label, finite
