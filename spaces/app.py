@@ -1,12 +1,16 @@
 """The avalign Space: transcribe picture-prompted speech and retrieve the pictures it describes.
 
     python spaces/app.py --model RUN_DIR                                   # a pipeline run directory
+    python spaces/app.py --model RUN_DIR --targets roman                   # its romanized-target model
     python spaces/app.py --model ASR_FOLDER_OR_HUB_ID [--align-model ALIGN_FOLDER_OR_HUB_ID --gallery GALLERY_DIR]
+                         [--deromanizer char:FOLDER | lm:MODEL_ID]
 
 With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the alignment model `RUN_DIR/align`, the gallery
 the test-split images of `RUN_DIR/corpus` (with their vision-teacher embeddings) and the examples one test clip per
-language. On the Hub the Space runs `app.py` without arguments: every option then falls back to an environment
-variable (`AVALIGN_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`) and the gallery and examples
+language; with `--targets roman` the ASR model is `RUN_DIR/asr/roman-aligned-f1.0` and the de-romanizer
+`RUN_DIR/deromanizer`. A model trained on romanized targets shows its romanized transcript and, for a chosen
+language, the native script from the de-romanizer. On the Hub the Space runs `app.py` without arguments: every option then falls back to an environment
+variable (`AVALIGN_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`, `AVALIGN_DEROMANIZER`) and the gallery and examples
 to the `gallery/` and `examples/` folders next to this file.
 
 A gallery folder holds PNGs, `gallery.json` ({"teacher": fingerprint, "images": [{"file", "caption", "image_id"}],
@@ -39,6 +43,7 @@ from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
 from avalign.modeling import FastConformerForCTCTDT, FastConformerForImageAlignment, ctc_greedy_decode
 from avalign.training.audio import TARGET_SAMPLING_RATE, AudioError, load_audio
+from avalign.training.deromanize import Deromanizer, load_deromanizer
 from avalign.training.lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
 from avalign.training.loaders import AUDIO_SUFFIXES, load_embedded
 from avalign.training.teacher import (
@@ -58,7 +63,9 @@ MIN_SECONDS = 0.1
 MAX_FILE_BYTES = 10 * 1024 * 1024
 SILENCE_RMS = 1e-3  # about -60 dBFS
 GALLERY_FILE, GALLERY_EMBEDDINGS_FILE = "gallery.json", "embeddings.safetensors"
-ASR_DEFAULT, ALIGN_DEFAULT = Path("asr") / "aligned-f1.0", Path("align")
+ASR_DEFAULT = {"native": Path("asr") / "aligned-f1.0", "roman": Path("asr") / "roman-aligned-f1.0"}  # by --targets
+ALIGN_DEFAULT = Path("align")
+DEROMANIZER_DEFAULT = "deromanizer"
 AUDIO_PROBLEMS = {
     "unreadable": "not a readable audio file (soundfile cannot decode it); upload WAV, FLAC, MP3 or OGG audio",
     "truncated": "the audio file is cut short: {detail}",
@@ -295,10 +302,26 @@ class Space:
     retrieval_disabled: str = ""  # why retrieval is off; "" when it is on
     examples: list[Path] = dataclasses.field(default_factory=list)
     workdir: object = None  # a TemporaryDirectory (gallery and examples built from a run) kept alive with the Space
+    deromanizer: Deromanizer | None = None  # for a model with romanized targets
+
+    @property
+    def romanized(self) -> bool:
+        return getattr(self.asr_model.config, "targets", "native") == "roman"
+
+    def native_script(self, transcript: str, language: str) -> str:
+        """The transcript in its native script: as it is for a native-target model, de-romanized for a roman one."""
+        if not self.romanized:
+            return transcript
+        if self.deromanizer is None:
+            return "(no de-romanizer loaded: start the Space with --deromanizer)"
+        if not language or language == "auto":
+            return "(choose the language to see the native script: romanized text does not tell it)"
+        return self.deromanizer.deromanize([transcript], [language])[0]
 
     @torch.inference_mode()
     def transcribe(self, audio: str | None, language: str = "auto"):
-        """Audio file -> TDT transcript, CTC transcript, language, word timestamps [[word, start s, end s]]."""
+        """Audio file -> TDT transcript, CTC transcript, language, word timestamps [[word, start s, end s]], and the
+        TDT transcript in the native script (de-romanized when the model writes romanized text)."""
         samples = read_upload(audio)
         model, inputs = self.asr_model, audio_features(self.feature_extractor, samples)
         outputs = model(inputs.input_features, attention_mask=inputs.attention_mask)  # one encoder pass, two decoders
@@ -314,7 +337,7 @@ class Space:
             self.tokenizer, tdt.sequences[0], tdt.frame_timestamps[0], tdt.token_durations[0],
             frame_seconds, len(samples) / TARGET_SAMPLING_RATE,
         )  # fmt: skip
-        return tdt_text, ctc_text, describe_language(tdt_text, language), words
+        return tdt_text, ctc_text, describe_language(tdt_text, language), words, self.native_script(tdt_text, language)
 
     @torch.inference_mode()
     def retrieve_images(self, audio: str | None, top_k: int = 5):
@@ -348,14 +371,16 @@ def is_run_dir(path: str) -> bool:
 
 def load_space(args: argparse.Namespace) -> Space:
     """Load the models (once) and the gallery; in run-directory mode fill in the defaults from the run."""
-    asr_path, align_path, gallery_dir = args.model, args.align_model, args.gallery
+    asr_path, align_path, gallery_dir, deromanizer = args.model, args.align_model, args.gallery, args.deromanizer
     examples, workdir = example_files(args.examples), None
     if is_run_dir(args.model):
         run_dir = Path(args.model)
-        asr_path = run_dir / ASR_DEFAULT
+        asr_path = run_dir / ASR_DEFAULT[args.targets]
         if not asr_path.is_dir():
             found = sorted(path.name for path in (run_dir / "asr").iterdir())
-            raise ValueError(f"run {run_dir}: no {ASR_DEFAULT} model; found {found}: pass one as --model")
+            raise ValueError(f"run {run_dir}: no {ASR_DEFAULT[args.targets]} model; found {found}: pass one as --model")
+        if args.targets == "roman" and not deromanizer and (run_dir / DEROMANIZER_DEFAULT).is_dir():
+            deromanizer = f"char:{run_dir / DEROMANIZER_DEFAULT}"
         align_path = align_path or run_dir / ALIGN_DEFAULT
         workdir = tempfile.TemporaryDirectory(prefix="avalign-space-")
         gallery_dir = gallery_dir or build_gallery(run_dir, Path(workdir.name) / "gallery")
@@ -366,6 +391,7 @@ def load_space(args: argparse.Namespace) -> Space:
         tokenizer=AutoTokenizer.from_pretrained(asr_path),
         examples=examples,
         workdir=workdir,
+        deromanizer=load_deromanizer(deromanizer) if deromanizer else None,
     )
     missing = [option for option, value in (("--align-model", align_path), ("--gallery", gallery_dir)) if not value]
     if missing:
@@ -408,15 +434,17 @@ def build_demo(args: argparse.Namespace) -> gr.Blocks:
                     )  # fmt: skip
                     transcribe_button = gr.Button("Transcribe", variant="primary")
                 with gr.Column():
-                    tdt_text = gr.Textbox(label="Transcript (TDT)", interactive=False)
-                    ctc_text = gr.Textbox(label="Transcript (CTC)", interactive=False)
+                    script = " (romanized)" if space.romanized else ""
+                    tdt_text = gr.Textbox(label=f"Transcript (TDT){script}", interactive=False)
+                    native = gr.Textbox(label="Native script (de-romanized)", interactive=False, visible=space.romanized)
+                    ctc_text = gr.Textbox(label=f"Transcript (CTC){script}", interactive=False)
                     detected = gr.Textbox(label="Language (detected or chosen)", interactive=False)
             words = gr.Dataframe(
                 headers=["word", "start (s)", "end (s)"], label="Word timestamps (TDT)", interactive=False
             )
             if examples:
                 gr.Examples([[path, "auto"] for path in examples], inputs=[audio, language], label="Corpus clips")
-            transcribe_button.click(space.transcribe, [audio, language], [tdt_text, ctc_text, detected, words])
+            transcribe_button.click(space.transcribe, [audio, language], [tdt_text, ctc_text, detected, words, native])
         with gr.Tab("Image retrieval"):
             if space.retrieval_disabled:
                 gr.Markdown(space.retrieval_disabled)
@@ -445,6 +473,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a gallery folder (see build_gallery)")  # fmt: skip
     parser.add_argument("--examples", default=environ("AVALIGN_EXAMPLES") or default_folder("examples"),
                         help="a folder of audio clips")  # fmt: skip
+    parser.add_argument("--targets", choices=["native", "roman"], default=environ("AVALIGN_TARGETS", "native"),
+                        help="with a run directory: its native-script or its romanized-target ASR model")  # fmt: skip
+    parser.add_argument("--deromanizer", default=environ("AVALIGN_DEROMANIZER"),
+                        help="for a romanized-target model: char:FOLDER (a trained transliterator) or lm:MODEL_ID")  # fmt: skip
     parser.add_argument("--host", default=environ("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(environ("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)

@@ -122,8 +122,18 @@ def run_dir(tmp_path_factory, smoke_corpus):
                                                              eval_metrics={"loss": 9.0, "ctc_cer": 0.9}), tokenizer)  # fmt: skip
     (run / "plots").mkdir()
     PIL.Image.new("RGB", (8, 8), "white").save(run / "plots" / "per_language.png")
+    PIL.Image.new("RGB", (8, 8), "white").save(run / "plots" / "per_language-roman.png")  # of report-roman.md
     (run / "results.json").write_text(json.dumps(fake_results(np.random.default_rng(0))))
+    (run / "results-roman.json").write_text(json.dumps({"zero_shot": fake_zero_shot(np.random.default_rng(1))}))
     return run
+
+
+def fake_zero_shot(rng) -> dict:
+    """results-roman.json's zero_shot section: per held-out language, CER of each system in both scripts."""
+    cer = lambda: {"cer": float(rng.uniform(0.2, 0.9)), "wer": float(rng.uniform(0.5, 1.0))}  # noqa: E731
+    return {language: {"roman": {system: cer() for system in SYSTEMS}, "native": {system: cer() for system in SYSTEMS},
+                       "roman_comparison": comparison_entry(rng), "native_comparison": comparison_entry(rng)}
+            for language in LANGUAGES}  # fmt: skip
 
 
 def fake_build_gallery(run_dir, output_dir, max_images=48, split="test"):
@@ -175,6 +185,8 @@ def test_cards_link_the_neighbouring_stages_and_show_the_metrics(published):
     assert "| after alignment (this model) | 30.0 % | 80.0 % |" in cards["align"].text
     asr = cards["asr"].text
     assert "### test_ood (out-of-domain) · CTC decoding" in asr and "![per_language.png](plots/per_language.png)" in asr
+    assert "-roman.png" not in asr and "### Zero-shot languages: romanized output and native script" in asr
+    assert all(f"| {language} | roman |" in asr and f"| {language} | native |" in asr for language in LANGUAGES)
     for card in cards.values():
         assert card.data.datasets == [f"{NAMESPACE}/avalign-corpus"] and card.data.language == list(LANGUAGES)
         assert "{{" not in card.text and "trust_remote_code=True" in card.text

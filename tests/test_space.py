@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,6 +34,7 @@ from avalign.modeling import (  # noqa: E402
 )
 from avalign.spaces import app  # noqa: E402
 from avalign.training import synth  # noqa: E402
+from avalign.training.deromanize import CharTransliterator  # noqa: E402
 from avalign.training.lexicons import LANGUAGES, LEXICONS  # noqa: E402
 from avalign.training.scenes import sample_scene  # noqa: E402
 from avalign.training.teacher import EMBEDDINGS_FILE  # noqa: E402
@@ -227,8 +229,26 @@ def test_stage3_folder_alone_disables_retrieval_with_a_message(run_dir, clips):
     assert space.gallery is None and space.examples == []
     with pytest.raises(gr.Error, match="Image retrieval is disabled.*--align-model and --gallery"):
         space.retrieve_images(str(clips["good"]))
-    tdt_text, ctc_text, language, words = space.transcribe(str(clips["good"]))
+    tdt_text, ctc_text, language, words, native = space.transcribe(str(clips["good"]))
     assert " ".join(row[0] for row in words) == " ".join(tdt_text.split())
+    assert not space.romanized and native == tdt_text  # a native-script model's transcript is already native
+
+
+def test_roman_target_model_shows_romanized_and_native_output(run_dir, clips, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    roman_dir = run / "asr" / "roman-aligned-f1.0"
+    shutil.copytree(run / "asr" / "aligned-f1.0", roman_dir)
+    config = json.loads((roman_dir / "config.json").read_text())
+    (roman_dir / "config.json").write_text(json.dumps({**config, "targets": "roman"}))
+    deromanizer = CharTransliterator.from_words([("hi", "namaste", "नमस्ते"), ("ta", "vanakkam", "வணக்கம்")])
+    deromanizer.save(run / "deromanizer")
+    space = app.load_space(app.parse_args(["--model", str(run), "--targets", "roman"]))
+    assert space.romanized and isinstance(space.deromanizer, CharTransliterator)
+    tdt_text, _, _, _, native = space.transcribe(str(clips["good"]), "hi")
+    assert native == deromanizer.deromanize([tdt_text], ["hi"])[0]
+    assert "choose the language" in space.transcribe(str(clips["good"]), "auto")[4]
+    space.deromanizer = None
+    assert "--deromanizer" in space.native_script("namaste", "hi")
 
 
 def test_stage3_folder_with_align_model_and_gallery(run_dir, random_gallery, clips):
@@ -274,14 +294,15 @@ def server(run_dir):
 def test_transcribe_endpoint(server, clips):
     _, client = server
     good = handle_file(str(clips["good"]))
-    tdt_text, ctc_text, language, words = client.predict(good, "auto", api_name="/transcribe")
+    tdt_text, ctc_text, language, words, native = client.predict(good, "auto", api_name="/transcribe")
     assert isinstance(tdt_text, str) and isinstance(ctc_text, str)
     assert language.startswith("unknown") or ", detected from the " in language
     rows = words["data"]
     assert words["headers"] == ["word", "start (s)", "end (s)"]
     assert " ".join(row[0] for row in rows) == " ".join(tdt_text.split())
     assert all(0 <= float(row[1]) < float(row[2]) <= 2.0 for row in rows)
-    _, _, chosen, _ = client.predict(handle_file(str(clips["good"])), "ta", api_name="/transcribe")
+    assert native == tdt_text
+    _, _, chosen, _, _ = client.predict(handle_file(str(clips["good"])), "ta", api_name="/transcribe")
     assert chosen == "Tamil (ta), chosen"
 
 
@@ -310,7 +331,7 @@ def test_server_stays_up_after_bad_uploads(server, clips):
     for kind in BAD_UPLOADS:
         with pytest.raises(AppError):
             client.predict(handle_file(str(clips[kind])), "auto", api_name="/transcribe")
-    tdt_text, _, _, words = client.predict(handle_file(str(clips["good"])), "auto", api_name="/transcribe")
+    tdt_text, _, _, words, _ = client.predict(handle_file(str(clips["good"])), "auto", api_name="/transcribe")
     assert words["headers"] == ["word", "start (s)", "end (s)"] and isinstance(tdt_text, str)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from avalign.training import train_asr, train_pretrain
+from avalign.training import train_align, train_asr, train_pretrain
 from avalign.training.corpus import feature_extractor, load_splits
 from avalign.training.data import SpeechCollator
 from avalign.training.trainer import NonFiniteLossError, StageArguments, StageTrainer, parse_arguments
@@ -145,3 +145,10 @@ def test_roman_targets_train_on_romanized_transcripts(smoke_corpus, tiny_encoder
     learned = [token for token in vocabulary if not token.startswith("<")]
     assert learned and all(ch.isascii() for token in learned for ch in token.replace("▁", "")), learned[:20]
     assert json.loads(cache.read_text()), "the romanized transcripts are cached for the next run"
+
+
+def test_embedding_spread_is_zero_for_a_collapsed_embedding_and_near_one_for_spread_vectors():
+    same = torch.nn.functional.normalize(torch.ones(10, 8), dim=-1)
+    assert train_align.spread(same) == pytest.approx(0.0, abs=1e-6)
+    basis = torch.eye(8)  # eight orthogonal unit vectors: total variance 1 - 1/8
+    assert train_align.spread(basis) == pytest.approx((1 - 1 / 8) ** 0.5, rel=1e-5)

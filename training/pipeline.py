@@ -4,7 +4,10 @@
            -> stage 3 for the aligned encoder and the baseline (stage 1 -> 3) at each fine-tuning fraction
            -> evaluation (per language, in-domain and out-of-domain, paired bootstrap) -> report.md + results.json
 
-    python -m avalign.training.pipeline --preset demo --output-dir runs/demo
+    python -m avalign.training.pipeline --preset demo --output-dir runs/demo [--targets roman]
+
+`--targets roman` adds, in the same directory, stage 3 on romanized transcripts, a de-romanizer and the zero-shot
+protocol, reported in report-roman.md + results-roman.json (stages 0-2 are shared with the native run).
 
 Every stage writes into its own folder under the output directory; a finished stage is skipped when the pipeline
 runs again (`--force STAGE` reruns one), and an interrupted training stage resumes from its last checkpoint. Stages
@@ -27,7 +30,7 @@ from datasets import load_from_disk
 from avalign.training import deromanize, evaluate_asr, synth, teacher, train_align, train_asr, train_pretrain
 from avalign.training.corpus import load_splits, with_targets
 from avalign.training.metrics import compare, score
-from avalign.training.report import write_report
+from avalign.training.report import write_report, zero_shot_table
 from avalign.training.trainer import setup_logging
 
 logger = logging.getLogger("avalign")
@@ -136,9 +139,14 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     if targets == "roman":
         run_zero_shot(pipeline, corpus, encoders, cache)
     results = collect_results(pipeline, output_dir)
-    write_report(results, output_dir, preamble=run_summary(results))
-    logger.info("report: %s", output_dir / "report.md")
+    paths = write_report(results, output_dir, preamble=run_summary(results), suffix=results_suffix(targets))
+    logger.info("report: %s", paths[0])
     return results
+
+
+def results_suffix(targets: str) -> str:
+    """results.json / report.md for native targets; results-roman.json / report-roman.md next to them for roman."""
+    return "" if targets == "native" else f"-{targets}"
 
 
 def stage_teacher(corpus: Path, teacher_dir: Path, embeddings: Path, steps: int) -> None:
@@ -203,7 +211,7 @@ def evaluate_zero_shot(models: dict, corpus: Path, language: str, deromanizer_di
 
 
 def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
-    """results.json: everything measured, from each stage's own metrics."""
+    """results.json (results-roman.json for roman targets): everything measured, from each stage's own metrics."""
     read = lambda path: json.loads(path.read_text()) if path.exists() else {}  # noqa: E731
     stats = read(output_dir / "corpus" / "stats.json")
     counters = read(output_dir / "embeddings" / "counters.json")
@@ -231,7 +239,8 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
     if zero_shot:
         results["zero_shot"] = {language: entry for language, entry in zero_shot.items() if entry}
         results["deromanizer"] = read(output_dir / "deromanizer" / "metrics.json")
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    results_file = output_dir / f"results{results_suffix(pipeline.targets)}.json"
+    results_file.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
 
 
@@ -250,30 +259,26 @@ def run_summary(results: dict) -> str:
               f"image->caption recall@1 {teacher_metrics.get('caption_recall_at_1')} "
               f"(chance {teacher_metrics.get('chance_recall_at_1')})",
               f"- stage 1 held-out masked-token accuracy: {results['pretrain'].get('masked_accuracy')}",
-              f"- stage 2 audio->image retrieval on held-out images: before {align['recall_before']}, "
-              f"after {align['recall_after']}", "",
+              f"- stage 2 audio->image retrieval on held-out images: before {retrieval(align['recall_before'])}; "
+              f"after {retrieval(align['recall_after'])}", "",
               "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]  # fmt: skip
     lines += [f"| {stage} | {seconds} |" for stage, seconds in results["timings_seconds"].items()]
     lines.append(f"| **total** | {sum(results['timings_seconds'].values()):.1f} |")
     if results.get("zero_shot"):
-        lines += zero_shot_table(results["zero_shot"])
+        lines += ["", "## Zero-shot languages (roman targets, test set, TDT)", "", *zero_shot_table(results["zero_shot"])]
     return "\n".join(lines) + "\n\n"
 
 
-def zero_shot_table(zero_shot: dict) -> list[str]:
-    """CER of languages never seen in fine-tuning: romanized output, then native script after de-romanization."""
-    lines = ["", "## Zero-shot languages (roman targets, test set, TDT)", "",
-             "CER in %; Δ = aligned − baseline with its 95 % paired-bootstrap interval.", "",
-             "| held out | script | aligned CER | baseline CER | Δ [95 % CI] | p |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
-    for language, entry in zero_shot.items():
-        for script in ("roman", "native"):
-            difference = entry[f"{script}_comparison"]
-            lines.append(
-                f"| {language} | {script} | {100 * entry[script]['aligned']['cer']:.1f} | "
-                f"{100 * entry[script]['baseline']['cer']:.1f} | {100 * difference['difference']:+.1f} "
-                f"[{100 * difference['ci_low']:+.1f}, {100 * difference['ci_high']:+.1f}] | {difference['p_value']:.3f} |"
-            )
-    return lines
+def retrieval(metrics: dict | None) -> str:
+    """recall@k in % among N images, and the audio embeddings' spread next to the images' (near 0: collapsed)."""
+    if not metrics:
+        return "not measured"
+    recalls = ", ".join(f"{key} {100 * value:.1f} %" for key, value in metrics.items() if key.startswith("recall@"))
+    images = metrics.get("num_images") or 0
+    text = f"{recalls} among {images} images (chance {100 / max(images, 1):.1f} %)"
+    if "audio_spread" in metrics:
+        text += f", embedding spread audio {metrics['audio_spread']:.3f} / images {metrics['image_spread']:.3f}"
+    return text
 
 
 def main(argv=None) -> dict:

@@ -270,8 +270,21 @@ def asr_context(results: dict, system: str, fraction: float, metrics: dict, run_
         "fraction_percent": f"{100 * fraction:g}",
         "train_utterances": metrics["train_utterances"],
         "results_tables": tables,
-        "plots": sorted(path.name for path in (run_dir / "plots").glob("*.png")),
+        "plots": [path.name for path in report_plots(run_dir)],
+        "zero_shot_table": zero_shot_section(run_dir),
     }
+
+
+def report_plots(run_dir: Path) -> list[Path]:
+    """The figures of the run's (native-target) report.md; those of report-roman.md end in "-roman"."""
+    return sorted(path for path in (run_dir / "plots").glob("*.png") if not path.stem.endswith("-roman"))
+
+
+def zero_shot_section(run_dir: Path) -> str:
+    """The zero-shot table of the run's `--targets roman` pipeline (results-roman.json), or "" if it has none."""
+    roman = run_dir / "results-roman.json"
+    zero_shot = json.loads(roman.read_text(encoding="utf-8")).get("zero_shot") if roman.is_file() else None
+    return "\n".join(report.zero_shot_table(zero_shot)) if zero_shot else ""
 
 
 def stage_metrics_context(stage: str, metrics: dict, results: dict) -> dict:
@@ -365,7 +378,7 @@ def build_stage_folder(
         shutil.copy2(path, output_dir / path.name)
     if stage == "asr":
         (output_dir / "plots").mkdir()
-        for plot in (run_dir / "plots").glob("*.png"):
+        for plot in report_plots(run_dir):
             shutil.copy2(plot, output_dir / "plots" / plot.name)
         export_stock_parakeet(folder, output_dir)
     card.save(output_dir / "README.md")

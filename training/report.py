@@ -201,18 +201,35 @@ def plot_wer_vs_fraction(results: Mapping, path: str | Path, decoding: str | Non
     plt.close(figure)
 
 
-def write_report(results: Mapping, output_dir: str | Path, preamble: str = "") -> list[Path]:
-    """OUTPUT_DIR/report.md (`preamble`, the tables and the figures) and OUTPUT_DIR/plots/*.png; returns the paths."""
+def write_report(results: Mapping, output_dir: str | Path, preamble: str = "", suffix: str = "") -> list[Path]:
+    """OUTPUT_DIR/report{suffix}.md (`preamble`, the tables and the figures) and OUTPUT_DIR/plots/*{suffix}.png;
+    returns the paths. A suffix ("-roman") keeps a second report of the same run next to the first."""
     output_dir = Path(output_dir)
     (output_dir / "plots").mkdir(parents=True, exist_ok=True)
-    per_language, versus_fraction = output_dir / "plots/per_language.png", output_dir / "plots/wer_vs_fraction.png"
-    plot_per_language(results, per_language)
-    plot_wer_vs_fraction(results, versus_fraction)
-    report = output_dir / "report.md"
+    per_language, versus_fraction = (Path("plots") / f"{name}{suffix}.png" for name in ("per_language", "wer_vs_fraction"))
+    plot_per_language(results, output_dir / per_language)
+    plot_wer_vs_fraction(results, output_dir / versus_fraction)
+    report = output_dir / f"report{suffix}.md"
     report.write_text(
         preamble + "# ASR evaluation\n\n" + markdown_tables(results)
-        + "\n![per-language error rates](plots/per_language.png)\n\n![error rate against the fine-tuning fraction]"
-        "(plots/wer_vs_fraction.png)\n",
+        + f"\n![per-language error rates]({per_language})\n\n![error rate against the fine-tuning fraction]"
+        f"({versus_fraction})\n",
         encoding="utf-8",
     )  # fmt: skip
-    return [report, per_language, versus_fraction]
+    return [report, output_dir / per_language, output_dir / versus_fraction]
+
+
+def zero_shot_table(zero_shot: dict) -> list[str]:
+    """CER of languages never seen in fine-tuning (results["zero_shot"]): romanized output, then native script after
+    de-romanization; Markdown lines."""
+    lines = ["CER in %; Δ = aligned − baseline with its 95 % paired-bootstrap interval.", "",
+             "| held out | script | aligned CER | baseline CER | Δ [95 % CI] | p |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for language, entry in zero_shot.items():
+        for script in ("roman", "native"):
+            difference = entry[f"{script}_comparison"]
+            lines.append(
+                f"| {language} | {script} | {100 * entry[script]['aligned']['cer']:.1f} | "
+                f"{100 * entry[script]['baseline']['cer']:.1f} | {100 * difference['difference']:+.1f} "
+                f"[{100 * difference['ci_low']:+.1f}, {100 * difference['ci_high']:+.1f}] | {difference['p_value']:.3f} |"
+            )
+    return lines

@@ -74,25 +74,34 @@ def alignment_loss(model, batch):
     return outputs.loss, {}
 
 
+def spread(unit_vectors: torch.Tensor) -> float:
+    """(N, E) unit vectors -> sqrt of their total variance: 0 when all are the same (a collapsed embedding), about 1
+    when they point every which way."""
+    return unit_vectors.var(0, correction=0).sum().sqrt().item()
+
+
 def retrieval_recall(dataset, collator, image_table: dict, max_seconds_per_batch: float, ks=(1, 5)):
-    """Audio -> image retrieval among the held-out set's distinct images: recall@k over utterances."""
+    """Audio -> image retrieval among the held-out set's distinct images: recall@k over utterances, and the spread of
+    the audio embeddings next to the images' (an audio spread near 0 means every utterance is embedded alike)."""
     image_ids = sorted({image_id for image_id in dataset["image_id"] if image_id in image_table})
-    gallery = torch.stack([image_table[image_id] for image_id in image_ids])  # (I, E)
+    gallery = torch.nn.functional.normalize(torch.stack([image_table[image_id] for image_id in image_ids]), dim=-1)
     position = {image_id: i for i, image_id in enumerate(image_ids)}
     sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, shuffle=False)
 
     def evaluate(model) -> dict:
-        ranks = []
+        ranks, embeddings = [], []
         for indices in sampler:
             batch = collator([dataset[i] for i in indices])
             if batch is None:
                 continue
             audio, _ = model.embed_audio(batch["input_features"].to(model.device), batch["attention_mask"].to(model.device))
-            scores = audio.float().cpu() @ torch.nn.functional.normalize(gallery, dim=-1).T  # (B, I)
+            embeddings.append(audio.float().cpu())
+            scores = embeddings[-1] @ gallery.T  # (B, I)
             truth = torch.tensor([position[image_id] for image_id in batch["image_id"]])
             ranks += (scores > scores.gather(1, truth[:, None])).sum(1).tolist()  # images scored above the true one
         ranks = torch.tensor(ranks)
-        return {f"recall@{k}": (ranks < k).float().mean().item() for k in ks} | {"num_images": len(image_ids)}
+        return {f"recall@{k}": (ranks < k).float().mean().item() for k in ks} | {
+            "num_images": len(image_ids), "audio_spread": spread(torch.cat(embeddings)), "image_spread": spread(gallery)}
 
     return evaluate
 
@@ -119,6 +128,10 @@ def main(argv=None):
     )  # fmt: skip
     result = trainer.train()
     logger.info("retrieval after alignment: %s", result.eval_metrics)
+    if result.eval_metrics and result.eval_metrics["audio_spread"] < 0.1 * result.eval_metrics["image_spread"]:
+        logger.warning("the audio embeddings have collapsed (spread %.4f vs %.4f for the images): every utterance is "
+                       "embedded alike; try more steps, a larger batch or another --alignment_loss",
+                       result.eval_metrics["audio_spread"], result.eval_metrics["image_spread"])
     trainer.save_final(extractor, metrics={
         **result.to_dict(), "recall_before": recall_before, "recall_after": result.eval_metrics,
         "teacher": teacher_counters, "data_skips": dict(train_report.counts),
