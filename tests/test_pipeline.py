@@ -57,3 +57,11 @@ def test_a_second_run_skips_finished_stages(smoke_run, caplog):
     assert "[pretrain] finished earlier: skipped" in caplog.text
     assert "[asr/baseline-f1.0] finished earlier: skipped" in caplog.text
     assert again["asr"] == results["asr"] and again["timings_seconds"] == results["timings_seconds"]
+
+
+def test_each_report_lists_the_shared_stages_and_its_own():
+    timings = {"corpus": 1.0, "align": 2.0, "asr/aligned-f1.0": 3.0, "evaluate/f1.0": 4.0, "asr/roman-aligned-f1.0": 5.0,
+               "evaluate/roman-f1.0": 6.0, "deromanizer": 7.0, "asr/zeroshot-bn-baseline": 8.0}
+    assert list(pipeline.stage_timings(timings, "native")) == ["corpus", "align", "asr/aligned-f1.0", "evaluate/f1.0"]
+    assert list(pipeline.stage_timings(timings, "roman")) == [
+        "corpus", "align", "asr/roman-aligned-f1.0", "evaluate/roman-f1.0", "deromanizer", "asr/zeroshot-bn-baseline"]

@@ -220,7 +220,7 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         "preset": pipeline.name,
         "languages": stats.get("languages", pipeline.languages),
         "fractions": [float(f) for f in pipeline.preset.fractions],
-        "timings_seconds": pipeline.timings,
+        "timings_seconds": stage_timings(pipeline.timings, pipeline.targets),
         "corpus": stats,
         "teacher": counters,
         "pretrain": read(output_dir / "pretrain" / "metrics.json").get("eval_metrics", {}),
@@ -242,6 +242,18 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
     results_file = output_dir / f"results{results_suffix(pipeline.targets)}.json"
     results_file.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
+
+
+def stage_timings(timings: dict, targets: str) -> dict:
+    """The wall times of the stages behind one report: the shared stages 0-2 and this target mode's stage 3 and
+    evaluation (a native and a roman run share one run directory and its pipeline_state.json)."""
+
+    def report_of(stage: str) -> str:  # "both", "native" or "roman"
+        if "roman-" in stage or "zeroshot-" in stage or stage == "deromanizer":
+            return "roman"
+        return "native" if stage.startswith(("asr/", "evaluate/")) else "both"
+
+    return {stage: seconds for stage, seconds in timings.items() if report_of(stage) in ("both", targets)}
 
 
 def run_summary(results: dict) -> str:
