@@ -9,6 +9,7 @@ Shapes: B batch, T feature frames (10 ms), T' encoder frames (T / subsampling_fa
 H prediction-network width, U label length, V vocabulary (blank included), E image-embedding width.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -407,6 +408,18 @@ def check_labels(labels: torch.Tensor, vocab_size: int, blank_token_id: int) -> 
     return labels.masked_fill(~valid, 0), valid.sum(-1)
 
 
+@contextmanager
+def _without_onednn():
+    """oneDNN's LSTM takes ~3x longer than ATen's own for one step of a small batch on CPU (the prediction network's
+    case in greedy decoding; `benchmarks/bench_greedy_decoding.py`): switch it off meanwhile."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
 class FastConformerForCTCTDT(_FastConformerWithEncoder):
     """Stage 3: CTC head and TDT transducer (prediction network + joint) over one encoder.
 
@@ -495,15 +508,16 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         return logits[:, :vocab_size].argmax(-1), self.durations[logits[:, vocab_size:].argmax(-1)]
 
     @torch.no_grad()
+    @_without_onednn()
     def tdt_greedy_decode(self, encoder_states: torch.Tensor, encoder_lengths: torch.Tensor) -> TranscriptionOutput:
         """Batched label-looping greedy TDT: the outer loop emits one label per utterance, the inner loop skips
-        blanks by their predicted durations (only the joint runs there); the prediction network runs once per label.
+        blanks by their predicted durations (only the joint runs there, on the rows still searching); the prediction
+        network runs once per label, on the rows that emitted one.
 
         encoder_states (B, T', H) projected encoder frames; encoder_lengths (B,).
         """
         config = self.config
-        batch_size, max_time, _ = encoder_states.shape
-        rows = torch.arange(batch_size, device=encoder_states.device)
+        batch_size = encoder_states.shape[0]
         blank = torch.full((batch_size,), config.blank_token_id, device=encoder_states.device)
         decoder_state, lstm_state = self.prediction_network(blank[:, None])
         decoder_state = decoder_state[:, 0]  # (B, H)
@@ -514,17 +528,18 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
 
         active = time < encoder_lengths
         while active.any():
-            searching, token, duration = active.clone(), blank.clone(), torch.zeros_like(blank)
-            while searching.any():  # find each active utterance's next label, skipping blanks
-                frame = encoder_states[rows, time.clamp(max=max_time - 1)]
-                step_token, step_duration = self.joint_step(frame, decoder_state)
-                joint_evaluations += searching
-                token = torch.where(searching, step_token, token)
-                duration = torch.where(searching, step_duration, duration)
-                skip = searching & (token == config.blank_token_id)
-                time = torch.where(skip, time + duration.clamp(min=1), time)
-                symbols_at_frame = torch.where(skip, 0, symbols_at_frame)
-                searching = skip & (time < encoder_lengths)
+            token, duration = blank.clone(), torch.zeros_like(blank)
+            searching = active.nonzero()[:, 0]  # (S,) rows still looking for their next label
+            while len(searching):  # the joint on those rows only, skipping blanks by their durations
+                frame = time[searching]
+                step_token, step_duration = self.joint_step(encoder_states[searching, frame], decoder_state[searching])
+                joint_evaluations[searching] += 1
+                token[searching], duration[searching] = step_token, step_duration
+                skip = step_token == config.blank_token_id
+                frame = torch.where(skip, frame + step_duration.clamp(min=1), frame)
+                time[searching] = frame
+                symbols_at_frame[searching] = torch.where(skip, 0, symbols_at_frame[searching])
+                searching = searching[skip & (frame < encoder_lengths[searching])]
             emit = active & (token != config.blank_token_id) & (time < encoder_lengths)
             steps.append(torch.stack([emit.long(), token, time, duration]))
             # a label of duration 0 stays on its frame, at most max_symbols_per_step times in a row
@@ -533,9 +548,14 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             time = torch.where(emit, time + duration + force.long(), time)
             symbols_at_frame = torch.where(force, 0, symbols_at_frame)
 
-            new_state, new_lstm_state = self.prediction_network(torch.where(emit, token, blank)[:, None], lstm_state)
-            decoder_state = torch.where(emit[:, None], new_state[:, 0], decoder_state)
-            lstm_state = tuple(torch.where(emit[None, :, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
+            emitted = emit.nonzero()[:, 0]  # the prediction network advances on these rows only
+            if len(emitted):
+                new_state, new_lstm_state = self.prediction_network(
+                    token[emitted, None], tuple(state[:, emitted] for state in lstm_state)
+                )
+                decoder_state[emitted] = new_state[:, 0]
+                for state, new in zip(lstm_state, new_lstm_state):
+                    state[:, emitted] = new
             active = emit & (time < encoder_lengths)
         return TranscriptionOutput(**_labels_per_utterance(steps, batch_size), joint_evaluations=joint_evaluations)
 
