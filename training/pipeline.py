@@ -268,9 +268,9 @@ def run_summary(results: dict) -> str:
     lines += ["", "## Stages 0-2", "",
               f"- vision teacher: {teacher_metrics.get('teacher_calls')} teacher calls for "
               f"{teacher_metrics.get('unique_images')} unique images ({teacher_metrics.get('requested_rows')} rows); "
-              f"image->caption recall@1 {teacher_metrics.get('caption_recall_at_1')} "
-              f"(chance {teacher_metrics.get('chance_recall_at_1')})",
-              f"- stage 1 held-out masked-token accuracy: {results['pretrain'].get('masked_accuracy')}",
+              f"image->caption recall@1 {percent(teacher_metrics.get('caption_recall_at_1'))} "
+              f"(chance {percent(teacher_metrics.get('chance_recall_at_1'))})",
+              f"- stage 1 held-out masked-token accuracy: {percent(results['pretrain'].get('masked_accuracy'))}",
               f"- stage 2 audio->image retrieval on held-out images: before {retrieval(align['recall_before'])}; "
               f"after {retrieval(align['recall_after'])}", "",
               "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]  # fmt: skip
@@ -281,13 +281,17 @@ def run_summary(results: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def percent(fraction: float | None) -> str:
+    return "not measured" if fraction is None else f"{100 * fraction:.2f} %"
+
+
 def retrieval(metrics: dict | None) -> str:
     """recall@k in % among N images, and the audio embeddings' spread next to the images' (near 0: collapsed)."""
     if not metrics:
         return "not measured"
-    recalls = ", ".join(f"{key} {100 * value:.1f} %" for key, value in metrics.items() if key.startswith("recall@"))
+    recalls = ", ".join(f"{key} {percent(value)}" for key, value in metrics.items() if key.startswith("recall@"))
     images = metrics.get("num_images") or 0
-    text = f"{recalls} among {images} images (chance {100 / max(images, 1):.1f} %)"
+    text = f"{recalls} among {images} images (chance recall@1 {percent(1 / max(images, 1))})"
     if "audio_spread" in metrics:
         text += f", embedding spread audio {metrics['audio_spread']:.3f} / images {metrics['image_spread']:.3f}"
     return text
