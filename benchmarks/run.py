@@ -123,7 +123,7 @@ def goal_rows(record: dict) -> list[dict]:
                  met=met.get("speedup") if speed_goal else None),
             dict(goal=f"extra peak memory, {ours} vs {other}", avalign=memory[ours] / MIB, peer=memory[other] / MIB,
                  unit="MiB", ratio=ratio(memory[other], memory[ours]), cpu_ratio=None,
-                 target=f"<= {targets['memory_ratio']:.3g} of the peer's" if memory_goal else None,
+                 target=f">= {1 / targets['memory_ratio']:.3g}x (<= {targets['memory_ratio']:.3g} of it)" if memory_goal else None,
                  met=met.get("memory_ratio") if memory_goal else None),
         ]
     return rows
@@ -157,13 +157,20 @@ def goals_table(records: dict) -> list[str]:
     return lines
 
 
+def flatten(value, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts -> (dotted key, value) pairs; lists stay on one line."""
+    if not isinstance(value, dict):
+        return [(prefix, json.dumps(value, default=str) if isinstance(value, (list, str)) else number(value))]
+    return [pair for key, item in value.items() for pair in flatten(item, f"{prefix}.{key}" if prefix else key)]
+
+
 def details(records: dict) -> list[str]:
-    """Everything else each benchmark reported (settings, correctness checks, agreement), as JSON."""
+    """Everything else each benchmark reported (settings, correctness checks, agreement, raw times)."""
     lines = []
     for (name, device), record in records.items():
         if "results" in record:
             rest = {key: value for key, value in record["results"].items() if key != "goals"}
-            lines += [f"### {name} ({device})", "", "```json", json.dumps(rest, indent=1, default=str), "```", ""]
+            lines += [f"### {name} ({device})", ""] + [f"- {key}: {value}" for key, value in flatten(rest)] + [""]
     return lines
 
 
