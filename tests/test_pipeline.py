@@ -1,4 +1,5 @@
-"""The main job end to end on the smoke preset: every stage, results.json, the report, and a second run that skips."""
+"""The main job end to end on the smoke preset: every stage, results.json, the report, a second run that skips, and
+the romanized-target run with its zero-shot protocol in the same directory."""
 
 import json
 
@@ -65,3 +66,32 @@ def test_each_report_lists_the_shared_stages_and_its_own():
     assert list(pipeline.stage_timings(timings, "native")) == ["corpus", "align", "asr/aligned-f1.0", "evaluate/f1.0"]
     assert list(pipeline.stage_timings(timings, "roman")) == [
         "corpus", "align", "asr/roman-aligned-f1.0", "evaluate/roman-f1.0", "deromanizer", "asr/zeroshot-bn-baseline"]
+
+
+@pytest.fixture(scope="module")
+def roman_run(smoke_run):
+    """The same run directory with --targets roman: stages 0-2 shared, romanized stage 3, zero-shot hi and en."""
+    output_dir, native = smoke_run
+    return output_dir, native, pipeline.run_pipeline("smoke", output_dir, languages=["hi", "en"], targets="roman")
+
+
+def test_roman_targets_run_zero_shot_beside_the_native_report(roman_run):
+    output_dir, native, results = roman_run
+    assert json.loads((output_dir / "results-roman.json").read_text()) == results
+    assert json.loads((output_dir / "results.json").read_text()) == native  # the native report stays
+    assert results["targets"] == "roman"
+    assert results["timings_seconds"]["pretrain"] == native["timings_seconds"]["pretrain"]  # shared, not rerun
+    assert (output_dir / "asr/roman-aligned-f1.0/model.safetensors").is_file() and (output_dir / "deromanizer").is_dir()
+    assert set(results["zero_shot"]) == {"hi", "en"}
+    for language, entry in results["zero_shot"].items():
+        for script in ("roman", "native"):
+            assert set(entry[script]) == {"aligned", "baseline"} and entry[script]["aligned"]["cer"] >= 0
+            assert entry[f"{script}_comparison"]["ci_low"] <= entry[f"{script}_comparison"]["ci_high"]
+        example = entry["examples"][0]
+        assert example["utterance_id"].startswith(f"test-{language}-") and example["reference_roman"].isascii()
+        assert set(example) >= {"aligned_roman", "baseline_roman", "aligned_native", "baseline_native"}
+    hindi = results["zero_shot"]["hi"]["examples"][0]
+    assert not hindi["reference_native"].isascii()  # Devanagari, written back by the de-romanizer for the systems
+    report = (output_dir / "report-roman.md").read_text()
+    assert "## Zero-shot languages" in report and f"| hi | {hindi['utterance_id']} | native | " in report
+    assert "](plots/per_language-roman.png)" in report and (output_dir / "plots/per_language-roman.png").is_file()

@@ -202,12 +202,27 @@ def evaluate_zero_shot(models: dict, corpus: Path, language: str, deromanizer_di
         records["roman"][system] = roman
         records["native"][system] = [{**r, "reference": natives[r["utterance_id"]], "hypothesis": h}
                                      for r, h in zip(roman, native_hypotheses)]  # fmt: skip
-    results = {"language": language, "seen_languages_only": True}
+    results = {"language": language, "seen_languages_only": True, "examples": output_examples(records)}
     for script, by_system in records.items():
         results[script] = {system: score(system_records)["overall"] for system, system_records in by_system.items()}
         results[f"{script}_comparison"] = compare(by_system, "cer", num_resamples)["overall"]
         evaluate_asr.write_jsonl([r for rs in by_system.values() for r in rs], folder / f"predictions-{script}.jsonl")
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def output_examples(records: dict, count: int = 2) -> list[dict]:
+    """The first `count` test utterances as each system wrote them, romanized and in native script after
+    de-romanization, with the references. records: {"roman" | "native": {system: [record]}}."""
+    utterance_ids = [record["utterance_id"] for record in next(iter(records["roman"].values()))[:count]]
+    examples = []
+    for utterance_id in utterance_ids:
+        example = {"utterance_id": utterance_id}
+        for script, by_system in records.items():
+            for system, system_records in by_system.items():
+                record = next(r for r in system_records if r["utterance_id"] == utterance_id)
+                example |= {f"reference_{script}": record["reference"], f"{system}_{script}": record["hypothesis"]}
+        examples.append(example)
+    return examples
 
 
 def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:

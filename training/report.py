@@ -232,4 +232,12 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
                 f"{100 * entry[script]['baseline']['cer']:.1f} | {100 * difference['difference']:+.1f} "
                 f"[{100 * difference['ci_low']:+.1f}, {100 * difference['ci_high']:+.1f}] | {difference['p_value']:.3f} |"
             )
+    examples = [(language, example) for language, entry in zero_shot.items() for example in entry.get("examples", [])]
+    if examples:
+        lines += ["", "Output on the first test utterances (reference, then each system; romanized / native script):", "",
+                  "| held out | utterance | script | reference | aligned | baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for language, example in examples:
+            for script in ("roman", "native"):
+                cells = [example.get(f"{key}_{script}", "") for key in ("reference", "aligned", "baseline")]
+                lines.append(f"| {language} | {example['utterance_id']} | {script} | " + " | ".join(cells) + " |")
     return lines
