@@ -411,7 +411,8 @@ def check_labels(labels: torch.Tensor, vocab_size: int, blank_token_id: int) -> 
 @contextmanager
 def _without_onednn():
     """oneDNN's LSTM takes ~3x longer than ATen's own for one step of a small batch on CPU (the prediction network's
-    case in greedy decoding; `benchmarks/bench_greedy_decoding.py`): switch it off meanwhile."""
+    case in greedy decoding; `benchmarks/bench_greedy_decoding.py`): switch it off meanwhile. Only this flag:
+    `torch.backends.mkldnn.flags()` would also reset the caller's deterministic and TF32 settings."""
     enabled = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:

@@ -5,13 +5,14 @@
     python spaces/app.py --model ASR_FOLDER_OR_HUB_ID [--align-model ALIGN_FOLDER_OR_HUB_ID --gallery GALLERY_DIR]
                          [--deromanizer char:FOLDER | lm:MODEL_ID]
 
-With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the alignment model `RUN_DIR/align`, the gallery
-the test-split images of `RUN_DIR/corpus` (with their vision-teacher embeddings) and the examples one test clip per
+With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the alignment model `RUN_DIR/align`, the gallery the
+test-split images of `RUN_DIR/corpus` (with their vision-teacher embeddings) and the examples one test clip per
 language; with `--targets roman` the ASR model is `RUN_DIR/asr/roman-aligned-f1.0` and the de-romanizer
-`RUN_DIR/deromanizer`. A model trained on romanized targets shows its romanized transcript and, for a chosen
-language, the native script from the de-romanizer. On the Hub the Space runs `app.py` without arguments: every option then falls back to an environment
-variable (`AVALIGN_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`, `AVALIGN_DEROMANIZER`) and the gallery and examples
-to the `gallery/` and `examples/` folders next to this file.
+`RUN_DIR/deromanizer`. A model trained on romanized targets shows its romanized transcript and, for a chosen language,
+the native script from the de-romanizer. On the Hub the Space runs `app.py` without arguments: every option then falls
+back to an environment variable (`AVALIGN_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`,
+`AVALIGN_TARGETS`, `AVALIGN_DEROMANIZER`) and the gallery and examples to the `gallery/` and `examples/` folders next
+to this file.
 
 A gallery folder holds PNGs, `gallery.json` ({"teacher": fingerprint, "images": [{"file", "caption", "image_id"}],
 "skipped": {image_id: reason}}) and `embeddings.safetensors` ({"embeddings": (N, E)} unit-norm teacher embeddings,
@@ -378,7 +379,8 @@ def load_space(args: argparse.Namespace) -> Space:
         asr_path = run_dir / ASR_DEFAULT[args.targets]
         if not asr_path.is_dir():
             found = sorted(path.name for path in (run_dir / "asr").iterdir())
-            raise ValueError(f"run {run_dir}: no {ASR_DEFAULT[args.targets]} model; found {found}: pass one as --model")
+            missing = asr_path.relative_to(run_dir)
+            raise ValueError(f"run {run_dir}: no {missing} model; found {found}: pass one as --model")
         if args.targets == "roman" and not deromanizer and (run_dir / DEROMANIZER_DEFAULT).is_dir():
             deromanizer = f"char:{run_dir / DEROMANIZER_DEFAULT}"
         align_path = align_path or run_dir / ALIGN_DEFAULT
@@ -476,7 +478,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--targets", choices=["native", "roman"], default=environ("AVALIGN_TARGETS", "native"),
                         help="with a run directory: its native-script or its romanized-target ASR model")  # fmt: skip
     parser.add_argument("--deromanizer", default=environ("AVALIGN_DEROMANIZER"),
-                        help="for a romanized-target model: char:FOLDER (a trained transliterator) or lm:MODEL_ID")  # fmt: skip
+                        help="for a romanized-target model: char:FOLDER (trained transliterator) or lm:MODEL_ID")  # fmt: skip
     parser.add_argument("--host", default=environ("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(environ("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)

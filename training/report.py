@@ -206,7 +206,8 @@ def write_report(results: Mapping, output_dir: str | Path, preamble: str = "", s
     returns the paths. A suffix ("-roman") keeps a second report of the same run next to the first."""
     output_dir = Path(output_dir)
     (output_dir / "plots").mkdir(parents=True, exist_ok=True)
-    per_language, versus_fraction = (Path("plots") / f"{name}{suffix}.png" for name in ("per_language", "wer_vs_fraction"))
+    names = ("per_language", "wer_vs_fraction")
+    per_language, versus_fraction = (Path("plots") / f"{name}{suffix}.png" for name in names)  # relative to the report
     plot_per_language(results, output_dir / per_language)
     plot_wer_vs_fraction(results, output_dir / versus_fraction)
     report = output_dir / f"report{suffix}.md"
@@ -232,9 +233,9 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
                 f"{100 * entry[script]['baseline']['cer']:.1f} | {100 * difference['difference']:+.1f} "
                 f"[{100 * difference['ci_low']:+.1f}, {100 * difference['ci_high']:+.1f}] | {difference['p_value']:.3f} |"
             )
-    examples = [(language, example) for language, entry in zero_shot.items() for example in entry.get("examples", [])]
+    examples = [(language, example) for language, entry in zero_shot.items() for example in entry.get("examples", ())]
     if examples:
-        lines += ["", "Output on the first test utterances (reference, then each system; romanized / native script):", "",
+        lines += ["", "Output on the first test utterances (romanized, then native script):", "",
                   "| held out | utterance | script | reference | aligned | baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
         for language, example in examples:
             for script in ("roman", "native"):
