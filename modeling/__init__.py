@@ -17,6 +17,8 @@ from .modeling_fastconformer import (
     FastConformerModel,
     TranscriptionOutput,
     ctc_greedy_decode,
+    spec_augment,
+    stack_frames,
 )
 from .tdt_loss import fused_joint_tdt_loss, tdt_loss
 from .tokenization_fastconformer import train_tokenizer, uncovered_characters
@@ -57,6 +59,7 @@ __all__ = [
     "FastConformerModel",
     "TranscriptionOutput",
     "ctc_greedy_decode",
+    "spec_augment",
     "fused_joint_tdt_loss",
     "load_encoder",
     "tdt_loss",

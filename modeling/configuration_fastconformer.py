@@ -14,8 +14,9 @@ from transformers.models.parakeet import ParakeetEncoderConfig
 FASTCONFORMER_PRESETS = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  subsampling_conv_channels=16, conv_kernel_size=5),
+    # 4x subsampling (40 ms frames): CTC over characters needs more frames than espeak's 10-20 characters a second
     "demo": dict(hidden_size=144, num_hidden_layers=6, num_attention_heads=4, intermediate_size=576,
-                 subsampling_conv_channels=96),
+                 subsampling_conv_channels=96, subsampling_factor=4),
     "small": dict(hidden_size=176, num_hidden_layers=16, num_attention_heads=4, intermediate_size=704,
                   subsampling_conv_channels=256),
     "medium": dict(hidden_size=256, num_hidden_layers=16, num_attention_heads=4, intermediate_size=1024,
@@ -34,6 +35,13 @@ class FastConformerConfig(ParakeetEncoderConfig):
 
     model_type = "fastconformer"
     layerdrop: float | int = 0.0  # NeMo's FastConformer trains without stochastic depth by default
+    # SpecAugment on the input features, in training mode only (NeMo's parameterisation; 0 masks = off): each
+    # utterance gets `freq_masks` bands of 0..freq_width mel bins and `time_masks` spans of 0..time_width frames
+    # (time_width < 1: that fraction of the utterance's length) set to 0, the mean of the normalised features.
+    spec_augment_freq_masks: int = 0
+    spec_augment_freq_width: int = 27
+    spec_augment_time_masks: int = 0
+    spec_augment_time_width: float = 0.05
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "FastConformerConfig":
@@ -58,6 +66,16 @@ class FastConformerConfig(ParakeetEncoderConfig):
         if self.conv_kernel_size % 2 == 0:
             raise ValueError(f"conv_kernel_size ({self.conv_kernel_size}) must be odd")
 
+    def validate_spec_augment(self):
+        counts = (self.spec_augment_freq_masks, self.spec_augment_freq_width, self.spec_augment_time_masks)
+        if min(counts) < 0 or self.spec_augment_time_width < 0:
+            raise ValueError(f"SpecAugment mask counts and widths must be >= 0, got {counts} and "
+                             f"time width {self.spec_augment_time_width}")
+
+    @property
+    def spec_augment(self) -> bool:
+        return self.spec_augment_freq_masks > 0 or self.spec_augment_time_masks > 0
+
 
 @strict
 class _FastConformerHeadConfig(PreTrainedConfig):
@@ -81,6 +99,10 @@ class FastConformerMaskedTokenPredictionConfig(_FastConformerHeadConfig):
     mask_probability (`float`, defaults to 0.01): probability that a feature frame starts a masked block.
     mask_block_size (`int`, defaults to 40): masked block length in feature frames (10 ms each).
     quantizer_seed (`int`, defaults to 0): seed of the frozen projection and codebooks.
+    quantizer (`str`, defaults to `"random_projection"`): where the targets come from. `"random_projection"`:
+        BEST-RQ's random projection and random codebooks. `"kmeans"` (an avalign option, HuBERT's first iteration):
+        the codebooks are k-means centroids of the stacked frames, fitted on the training speech before stage 1
+        (`KMeansQuantizer.fit`); `codebook_dim` is then unused.
     """
 
     model_type = "fastconformer_mtp"
@@ -90,10 +112,13 @@ class FastConformerMaskedTokenPredictionConfig(_FastConformerHeadConfig):
     mask_probability: float = 0.01
     mask_block_size: int = 40
     quantizer_seed: int = 0
+    quantizer: str = "random_projection"
 
     def validate_masking(self):
         if not 0.0 < self.mask_probability <= 1.0:
             raise ValueError(f"mask_probability ({self.mask_probability}) must be in (0, 1]")
+        if self.quantizer not in ("random_projection", "kmeans"):
+            raise ValueError(f"quantizer must be 'random_projection' or 'kmeans', got {self.quantizer!r}")
         if self.mask_block_size < 1 or self.codebook_size < 2 or self.num_codebooks < 1 or self.codebook_dim < 1:
             raise ValueError("mask_block_size, codebook_dim and num_codebooks must be >= 1 and codebook_size >= 2")
 

@@ -9,6 +9,7 @@ Shapes: B batch, T feature frames (10 ms), T' encoder frames (T / subsampling_fa
 H prediction-network width, U label length, V vocabulary (blank included), E image-embedding width.
 """
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -128,6 +129,42 @@ def check_input_features(input_features: torch.Tensor, attention_mask: torch.Ten
     return attention_mask
 
 
+def spec_augment(
+    input_features: torch.Tensor,
+    attention_mask: torch.Tensor,
+    freq_masks: int,
+    freq_width: int,
+    time_masks: int,
+    time_width: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """SpecAugment as NeMo draws it: per utterance, `freq_masks` bands of 0..freq_width mel bins and `time_masks`
+    spans of 0..time_width frames (a fraction of the utterance's length when time_width < 1) are set to 0, the mean
+    of normalised features. Spans lie inside each utterance's real frames. (B, T, F), (B, T) bool -> (B, T, F)."""
+    batch_size, _, num_bins = input_features.shape
+    lengths = attention_mask.sum(-1)  # (B,)
+    if time_width < 1:
+        max_time_width = (lengths * time_width).long().clamp(min=1)
+    else:
+        max_time_width = torch.full_like(lengths, int(time_width)).minimum(lengths)
+    max_freq_width = torch.full_like(lengths, min(freq_width, num_bins))
+    in_time = _random_spans(time_masks, max_time_width, lengths, input_features.shape[1], generator)  # (B, T)
+    in_freq = _random_spans(freq_masks, max_freq_width, torch.full_like(lengths, num_bins), num_bins, generator)
+    masked = (in_time[:, :, None] | in_freq[:, None, :]) & attention_mask[:, :, None]
+    return input_features.masked_fill(masked, 0.0)
+
+
+def _random_spans(count: int, max_width: torch.Tensor, extent: torch.Tensor, size: int, generator=None) -> torch.Tensor:
+    """`count` spans per row, each of a width uniform in 0..max_width (B,) and placed uniformly inside 0..extent (B,):
+    -> (B, size) bool, True inside any span."""
+    shape, device = (len(extent), count), extent.device
+    width = (torch.rand(shape, generator=generator, device=device) * (max_width[:, None] + 1)).long()
+    start = (torch.rand(shape, generator=generator, device=device) * (extent[:, None] - width + 1)).long()
+    positions = torch.arange(size, device=device)[None, None, :]  # (1, 1, size)
+    inside = (positions >= start[..., None]) & (positions < (start + width)[..., None])  # (B, count, size)
+    return inside.any(1)
+
+
 def _masked_mean(hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T', D), (B, T') -> (B, D)"""
     weights = mask.to(hidden_states.dtype).unsqueeze(-1)
@@ -146,6 +183,8 @@ class FastConformerPreTrainedModel(ParakeetPreTrainedModel):
             projection, codebooks = module.compute_parameters()
             init.copy_(module.projection, projection)
             init.copy_(module.codebooks, codebooks)
+        elif isinstance(module, KMeansQuantizer):
+            init.copy_(module.codebooks, module.compute_parameters())
         elif isinstance(module, AlignmentHead):
             if module.attention_query is not None:
                 init.normal_(module.attention_query, std=self.config.initializer_range)
@@ -160,6 +199,23 @@ class FastConformerPreTrainedModel(ParakeetPreTrainedModel):
 class FastConformerModel(FastConformerPreTrainedModel, ParakeetEncoder):
     """The bare FastConformer encoder: Parakeet's encoder with input checks and encoder lengths in its output."""
 
+    def _init_weights(self, module):
+        """Variance-preserving weights for an encoder trained from scratch, as PyTorch (and so NeMo) initialise it:
+        transformers' N(0, 0.02) suits loading checkpoints, but shrinks unit-variance log-mels to std ~3e-4 by the end
+        of the subsampling, and stage 1 then learns less (docs/experiments.md, finding 3). Loaded weights are kept."""
+        super()._init_weights(module)
+        if isinstance(module, nn.Conv2d):  # the subsampling convolutions, followed by ReLUs
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
+        elif module is self.subsampling.linear:
+            init.normal_(module.weight, std=module.in_features**-0.5)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv1d)):  # PyTorch's own default (`reset_parameters`)
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                init.uniform_(module.bias, -(fan_in**-0.5), fan_in**-0.5)
+
     def forward(
         self,
         input_features: torch.Tensor,
@@ -168,9 +224,15 @@ class FastConformerModel(FastConformerPreTrainedModel, ParakeetEncoder):
         **kwargs,
     ) -> FastConformerModelOutput:
         """input_features (B, T, num_mel_bins) log-mel; attention_mask (B, T), 1 on real frames."""
-        attention_mask = check_input_features(input_features, attention_mask, self.config.num_mel_bins)
+        config = self.config
+        attention_mask = check_input_features(input_features, attention_mask, config.num_mel_bins)
         # Zero the padding so that the subsampling convolutions see exactly what an unpadded input would.
         input_features = input_features * attention_mask.unsqueeze(-1).to(input_features.dtype)
+        if self.training and config.spec_augment:  # drawn from torch's global RNG, so a resumed run redraws alike
+            input_features = spec_augment(
+                input_features, attention_mask, config.spec_augment_freq_masks, config.spec_augment_freq_width,
+                config.spec_augment_time_masks, config.spec_augment_time_width,
+            )  # fmt: skip
         outputs = super().forward(
             input_features, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **kwargs
         )
@@ -235,6 +297,57 @@ class RandomProjectionQuantizer(nn.Module):
         return torch.einsum("btnc,nkc->btnk", projected, self.codebooks).argmax(-1)
 
 
+class KMeansQuantizer(nn.Module):
+    """HuBERT's first-iteration targets: the nearest of K centroids of stacked (normalised) mel frames. The centroids
+    are a buffer, fitted once on training speech with `fit` before stage 1 and frozen afterwards; until then they
+    are random frames' worth of noise from `quantizer_seed`."""
+
+    def __init__(self, config: FastConformerMaskedTokenPredictionConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("codebooks", self.compute_parameters())  # (N, K, F * S)
+
+    def compute_parameters(self) -> torch.Tensor:
+        config, encoder = self.config, self.config.encoder_config
+        generator = torch.Generator().manual_seed(config.quantizer_seed)
+        shape = (config.num_codebooks, config.codebook_size, encoder.num_mel_bins * encoder.subsampling_factor)
+        return torch.randn(shape, generator=generator)
+
+    @torch.no_grad()
+    def fit(self, stacked_frames: torch.Tensor, iterations: int = 25) -> None:
+        """Lloyd's k-means on (M, F * S) stacked frames from a k-means++ start, once per codebook (each seeded)."""
+        frames = stacked_frames.float()
+        for book in range(self.config.num_codebooks):
+            generator = torch.Generator().manual_seed(self.config.quantizer_seed + book)
+            centroids = _kmeans_plus_plus(frames, self.config.codebook_size, generator)
+            for _ in range(iterations):
+                nearest = torch.cdist(frames, centroids).argmin(-1)  # (M,)
+                counts = torch.bincount(nearest, minlength=len(centroids)).float()
+                sums = torch.zeros_like(centroids).index_add_(0, nearest, frames)
+                filled = counts > 0  # an empty cluster keeps its centroid
+                centroids[filled] = sums[filled] / counts[filled, None]
+            self.codebooks[book] = centroids
+
+    @torch.no_grad()
+    def forward(self, stacked_features: torch.Tensor) -> torch.Tensor:
+        """(B, T', F * S) -> (B, T', N) code indices."""
+        batch_size, num_frames, _ = stacked_features.shape
+        flat = stacked_features.float().reshape(1, batch_size * num_frames, -1)
+        codes = torch.cdist(flat.expand(len(self.codebooks), -1, -1), self.codebooks).argmin(-1)  # (N, B * T')
+        return codes.T.reshape(batch_size, num_frames, -1)
+
+
+def _kmeans_plus_plus(frames: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """(M, D) -> (k, D) starting centroids, each next one drawn with probability proportional to its squared
+    distance from the nearest one chosen so far."""
+    chosen = [int(torch.randint(len(frames), (1,), generator=generator))]
+    distance = (frames - frames[chosen[0]]).square().sum(-1)  # (M,)
+    for _ in range(k - 1):
+        chosen.append(int(torch.multinomial(distance.clamp(min=1e-12), 1, generator=generator)))
+        distance = torch.minimum(distance, (frames - frames[chosen[-1]]).square().sum(-1))
+    return frames[chosen].clone()
+
+
 def stack_frames(input_features: torch.Tensor, factor: int, num_encoder_frames: int) -> torch.Tensor:
     """(B, T, F) -> (B, T', F * factor): the feature frames under each encoder frame, side by side."""
     batch_size, num_frames, num_bins = input_features.shape
@@ -264,7 +377,8 @@ class FastConformerForMaskedTokenPrediction(_FastConformerWithEncoder):
 
     def __init__(self, config: FastConformerMaskedTokenPredictionConfig):
         super().__init__(config)
-        self.quantizer = RandomProjectionQuantizer(config)
+        quantizer = KMeansQuantizer if config.quantizer == "kmeans" else RandomProjectionQuantizer
+        self.quantizer = quantizer(config)
         self.mask_embedding = nn.Parameter(torch.zeros(config.encoder_config.num_mel_bins))
         self.decoder = nn.Linear(config.encoder_config.hidden_size, config.num_codebooks * config.codebook_size)
         self.post_init()
@@ -465,29 +579,36 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             return output
 
         targets, target_lengths = check_labels(labels, config.vocab_size, config.blank_token_id)
+        weight = config.ctc_loss_weight
+        output.loss = 0.0
+        if weight < 1.0:  # a loss with weight 0 is not computed at all
+            output.tdt_loss = self.transducer_loss(encoder_states, lengths, targets, target_lengths)
+            output.loss = output.loss + (1 - weight) * output.tdt_loss
+        if weight > 0.0:
+            log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
+            output.ctc_loss = F.ctc_loss(
+                log_probs, targets, lengths, target_lengths, blank=config.blank_token_id,
+                reduction=config.ctc_loss_reduction, zero_infinity=config.zero_infinity,
+            )
+            output.loss = output.loss + weight * output.ctc_loss
+        return output
+
+    def transducer_loss(self, encoder_states, encoder_lengths, targets, target_lengths) -> torch.Tensor:
+        """TDT loss of (B, T', H) projected encoder frames against (B, U) targets (padding 0)."""
+        config = self.config
         start = torch.full_like(targets[:, :1], config.blank_token_id)
         decoder_states, _ = self.prediction_network(torch.cat([start, targets], dim=1))  # (B, U+1, H)
         loss_arguments = dict(
-            targets=targets, logit_lengths=lengths, target_lengths=target_lengths,
+            targets=targets, logit_lengths=encoder_lengths, target_lengths=target_lengths,
             blank_token_id=config.blank_token_id, durations=config.durations, sigma=config.sigma,
             reduction=config.tdt_loss_reduction, zero_infinity=config.zero_infinity,
         )
         if config.fuse_joint_loss:
-            output.tdt_loss = fused_joint_tdt_loss(
+            return fused_joint_tdt_loss(
                 encoder_states, decoder_states, self.joint.head, self.joint.activation, **loss_arguments
             )
-        else:
-            joint = self.joint(decoder_states[:, None], encoder_states[:, :, None])  # (B, T', U+1, V+D)
-            output.tdt_loss = tdt_loss(joint[..., : config.vocab_size], joint[..., config.vocab_size :], **loss_arguments)
-
-        log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
-        output.ctc_loss = F.ctc_loss(
-            log_probs, targets, lengths, target_lengths, blank=config.blank_token_id,
-            reduction=config.ctc_loss_reduction, zero_infinity=config.zero_infinity,
-        )
-        weight = config.ctc_loss_weight
-        output.loss = (1 - weight) * output.tdt_loss + weight * output.ctc_loss
-        return output
+        joint = self.joint(decoder_states[:, None], encoder_states[:, :, None])  # (B, T', U+1, V+D)
+        return tdt_loss(joint[..., : config.vocab_size], joint[..., config.vocab_size :], **loss_arguments)
 
     # ------------------------------------------------------------------------------------------------ decoding
     @torch.no_grad()
@@ -622,4 +743,6 @@ __all__ = [
     "FastConformerModel",
     "FastConformerPreTrainedModel",
     "ctc_greedy_decode",
+    "spec_augment",
+    "stack_frames",
 ]

@@ -17,6 +17,7 @@ from avalign.modeling import (
     FastConformerForMaskedTokenPrediction,
     FastConformerMaskedTokenPredictionConfig,
     FastConformerModel,
+    spec_augment,
 )
 
 ENCODER = FastConformerConfig.from_preset("tiny", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
@@ -26,8 +27,9 @@ VOCAB = 12  # 11 tokens + blank (id 11)
 def make_head(kind: str, **overrides):
     encoder = ENCODER.to_dict()
     if kind == "mtp":
+        settings = {"codebook_size": 32, "mask_block_size": 8, **overrides}
         return FastConformerForMaskedTokenPrediction(
-            FastConformerMaskedTokenPredictionConfig(encoder_config=encoder, codebook_size=32, mask_block_size=8, **overrides)
+            FastConformerMaskedTokenPredictionConfig(encoder_config=encoder, **settings)
         )
     if kind == "align":
         return FastConformerForImageAlignment(
@@ -93,6 +95,46 @@ def test_tdt_decoding_is_batch_invariant():
         assert alone.frame_timestamps[0] == batched.frame_timestamps[row]
 
 
+# ------------------------------------------------------------------------------------------------------ SpecAugment
+def test_spec_augment_masks_bands_and_spans_inside_real_frames_only():
+    features, mask = padded_batch(lengths=(200, 120, 50))
+    features = features + 5.0 * mask[..., None]  # no real value is 0 before masking
+    out = spec_augment(features, mask.bool(), freq_masks=2, freq_width=27, time_masks=10, time_width=0.05,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out.shape == features.shape
+    masked = (out == 0) & (features != 0)
+    assert not masked[~mask.bool()].any() and torch.equal(out[~mask.bool()], features[~mask.bool()])
+    assert masked.any(dim=(1, 2)).all()  # every utterance is augmented
+    time_only = masked.all(-1)  # whole frames masked: the time spans
+    for row, length in enumerate((200, 120, 50)):
+        spans = time_only[row].long().diff(prepend=torch.zeros(1, dtype=torch.long)).eq(1).sum().item()
+        assert spans <= 10 and time_only[row].sum() <= 10 * max(1, int(0.05 * length))
+    bands = masked[0, :200].all(0)  # whole bins masked over the utterance: the frequency bands
+    assert 0 < bands.sum() <= 2 * 27
+
+
+def test_spec_augment_is_seeded_and_follows_the_config_in_training_only():
+    features, mask = padded_batch()
+    def draw(seed):
+        return spec_augment(features, mask.bool(), 2, 10, 4, 0.1, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+
+    augmented = ENCODER.to_dict() | {"spec_augment_freq_masks": 2, "spec_augment_time_masks": 4}
+    model = FastConformerModel(FastConformerConfig(**augmented))
+    plain = FastConformerModel(ENCODER)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(features, mask).last_hidden_state, plain(features, mask).last_hidden_state)
+    model.train(), plain.train()
+    torch.manual_seed(0)
+    augmented_out = model(features, mask).last_hidden_state
+    torch.manual_seed(0)
+    assert not torch.allclose(augmented_out, plain(features, mask).last_hidden_state)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(features, mask).last_hidden_state, augmented_out)  # the global RNG seeds it
+
+
 # -------------------------------------------------------------------------------------------------------- heads
 def test_masked_token_prediction_loss_only_on_masked_real_frames():
     torch.manual_seed(0)
@@ -116,6 +158,32 @@ def test_quantizer_is_frozen_and_deterministic():
     first, second = make_head("mtp"), make_head("mtp")
     assert torch.equal(first.quantizer.codebooks, second.quantizer.codebooks)
     assert not any(name.startswith("quantizer") for name, _ in first.named_parameters())
+
+
+def test_kmeans_quantizer_finds_the_clusters_and_is_saved_with_the_model(tmp_path):
+    model = make_head("mtp", codebook_size=4, quantizer="kmeans", num_codebooks=2)
+    generator = torch.Generator().manual_seed(0)
+    width = ENCODER.num_mel_bins * ENCODER.subsampling_factor
+    centres = 5 * torch.randn(4, width, generator=generator)
+    cluster = torch.arange(400) % 4
+    model.quantizer.fit(centres[cluster] + torch.randn(400, width, generator=generator))
+    codes = model.quantizer((centres[cluster] + torch.randn(400, width, generator=generator)).reshape(4, 100, width))
+    codes = codes.reshape(400, 2)
+    for book in range(2):  # each true cluster gets one code of its own, in both codebooks
+        assert [len(codes[cluster == k, book].unique()) for k in range(4)] == [1, 1, 1, 1]
+        assert len(codes[:, book].unique()) == 4
+    model.save_pretrained(tmp_path)
+    loaded = FastConformerForMaskedTokenPrediction.from_pretrained(tmp_path)
+    assert loaded.config.quantizer == "kmeans" and torch.equal(loaded.quantizer.codebooks, model.quantizer.codebooks)
+
+
+def test_a_fresh_encoder_keeps_the_scale_of_its_input():
+    # transformers' N(0, 0.02) shrank unit-variance log-mels to std ~3e-4 by the end of the subsampling
+    torch.manual_seed(0)
+    encoder = FastConformerModel(FastConformerConfig.from_preset("demo"))
+    features, mask = padded_batch(lengths=(400, 300))
+    subsampled = encoder.subsampling(features / features[mask.bool()].std(), mask)
+    assert 0.3 < subsampled.std() < 3.0
 
 
 @pytest.mark.parametrize("loss", ["cosine", "infonce", "siglip"])
@@ -157,6 +225,15 @@ def test_ctc_tdt_loss_is_weighted_sum_and_gradients_finite():
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("weight, computed", [(0.0, "tdt_loss"), (1.0, "ctc_loss")])
+def test_a_loss_weighted_zero_is_not_computed(weight, computed):
+    features, mask = padded_batch()
+    labels = torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100], [7, -100, -100, -100]])
+    out = make_head("ctc_tdt", ctc_loss_weight=weight)(features, mask, labels=labels)
+    skipped = {"tdt_loss", "ctc_loss"} - {computed}
+    assert getattr(out, skipped.pop()) is None and torch.equal(out.loss, getattr(out, computed))
 
 
 def test_fused_and_unfused_joint_give_the_same_loss_and_gradients():
@@ -330,6 +407,7 @@ def test_bad_inputs_raise_clear_errors():
         (lambda: FastConformerConfig(hidden_size=30, num_attention_heads=4), "divisible by num_attention_heads"),
         (lambda: FastConformerConfig(subsampling_factor=6), "power of 2"),
         (lambda: FastConformerConfig(conv_kernel_size=4), "must be odd"),
+        (lambda: FastConformerConfig(spec_augment_time_masks=-1), "SpecAugment mask counts"),
         (lambda: FastConformerCTCTDTConfig(vocab_size=10, blank_token_id=10), "blank_token_id"),
         (lambda: FastConformerCTCTDTConfig(durations=[0]), "at least one value >= 1"),
         (lambda: FastConformerAlignmentConfig(pooling="max"), "pooling"),
