@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avalign.training.audio import AUDIO_REASONS, AudioError, audio_duration, load_audio
+from avalign.training.audio import (
+    AUDIO_REASONS,
+    AudioError,
+    add_noise,
+    audio_duration,
+    change_speed,
+    load_audio,
+    reverberate,
+)
 
 
 TARGET_SR = 16000
@@ -93,3 +101,21 @@ def test_duration_limits():
     with pytest.raises(AudioError) as error:
         load_audio({"bytes": data, "path": "long.wav"}, max_seconds=0.5)
     assert error.value.reason == "too_long" and "long.wav" in str(error.value)
+
+
+def test_add_noise_reaches_the_drawn_snr_and_reverberation_keeps_length():
+    rng = np.random.default_rng(0)
+    clean = 0.5 * np.sin(np.linspace(0, 400 * np.pi, 16000))
+    noisy = add_noise(clean, rng, (12.0, 12.0))
+    snr = 10 * np.log10(np.mean(clean**2) / np.mean((noisy - clean) ** 2))
+    assert abs(snr - 12.0) < 0.01
+    wet = reverberate(clean, rng, (0.3, 0.3))
+    assert wet.shape == clean.shape and np.isclose(np.abs(wet).max(), np.abs(clean).max())
+    assert not np.allclose(wet, clean)
+
+
+def test_speed_change_scales_the_length():
+    clean = 0.5 * np.sin(np.linspace(0, 400 * np.pi, 16000)).astype(np.float32)
+    assert len(change_speed(clean, 1.1)) == pytest.approx(16000 / 1.1, rel=0.005)  # the factor is kept to 2 digits
+    assert len(change_speed(clean, 0.9)) == pytest.approx(16000 / 0.9, rel=0.005)
+    assert len(change_speed(clean, 1.0)) == 16000

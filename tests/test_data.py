@@ -23,6 +23,7 @@ from transformers import ParakeetFeatureExtractor, PreTrainedTokenizerFast
 from avalign.training.audio import DataError
 from avalign.training.data import (
     SKIP_REASONS,
+    AudioAugmentation,
     DurationBucketSampler,
     SpeechCollator,
     load_image,
@@ -415,3 +416,18 @@ def test_collator_drops_and_counts_bad_rows():
     assert batch["skipped"] == [("unreadable", "u1"), ("missing_image_embedding", "u2")]
     assert collator.skip_report.counts == {"unreadable": 1, "missing_image_embedding": 1}
     assert collator(rows[1:]) is None and collator.skip_report.num_skipped == 4
+
+
+def test_collator_augments_per_epoch_and_utterance_reproducibly():
+    rows, extractor = collator_rows(), ParakeetFeatureExtractor()
+    augmentation = AudioAugmentation(speed_perturbation=0.1, reverb_probability=1.0, noise_probability=1.0, seed=3)
+    plain = SpeechCollator(extractor)(rows)
+    augmented = SpeechCollator(extractor, augmentation=augmentation)
+    first = augmented(rows)
+    assert first["attention_mask"].sum(-1).tolist() != plain["attention_mask"].sum(-1).tolist()  # speed changed
+    again = SpeechCollator(extractor, augmentation=augmentation)(rows)  # a resumed run redraws the same
+    torch.testing.assert_close(again["input_features"], first["input_features"])
+    augmented.set_epoch(1)
+    assert not torch.equal(augmented(rows)["attention_mask"], first["attention_mask"])  # a new epoch, new draws
+    off = SpeechCollator(extractor, augmentation=AudioAugmentation())  # everything off: the plain features
+    torch.testing.assert_close(off(rows)["input_features"], plain["input_features"])

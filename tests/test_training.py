@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining
 
 from avalign.training import train_align, train_asr, train_pretrain
 from avalign.training.corpus import feature_extractor, load_splits
@@ -42,7 +43,9 @@ def test_config_file_gives_defaults_and_flags_override(tmp_path):
 
 
 def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, tiny_encoder_dir, tmp_path):
-    steps = ["--max_steps", "10", "--save_steps", "3"]
+    # with SpecAugment on: its masks come from the random state the checkpoint restores
+    steps = ["--max_steps", "10", "--save_steps", "3", "--eval_steps", "5", "--spec_augment_freq_masks", "2",
+             "--spec_augment_time_masks", "2"]  # fmt: skip
     run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path / "straight", *steps))
 
     interrupted = tmp_path / "interrupted"
@@ -62,7 +65,11 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, ti
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
-    assert json.loads((interrupted / "metrics.json").read_text())["global_step"] == 10
+    metrics = json.loads((interrupted / "metrics.json").read_text())
+    assert metrics["eval_history"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["eval_history"]
+    assert [entry["step"] for entry in metrics["eval_history"]] == [5, 10]  # the dev learning curve, kept on resume
+    assert metrics["global_step"] == 10 and metrics["hyperparameters"]["spec_augment_time_masks"] == 2
+    assert json.loads((interrupted / "config.json").read_text())["encoder_config"]["spec_augment_freq_masks"] == 2
 
 
 def make_trainer(corpus, encoder_dir, output_dir, compute_loss=None, **arguments):
@@ -72,6 +79,19 @@ def make_trainer(corpus, encoder_dir, output_dir, compute_loss=None, **arguments
     dataset = load_splits(str(corpus), ["unlabeled"])
     return StageTrainer(training, train_pretrain.build_model(args), dataset, SpeechCollator(feature_extractor()),
                         compute_loss or train_pretrain.masked_prediction_loss)  # fmt: skip
+
+
+def test_pretraining_with_kmeans_targets_fits_the_codebook_first(smoke_corpus, tiny_encoder_dir, tmp_path):
+    train_pretrain.main(["--corpus", str(smoke_corpus), "--init_encoder", str(tiny_encoder_dir), "--output_dir",
+                         str(tmp_path), "--quantizer", "kmeans", "--codebook_size", "8", "--max_steps", "2",
+                         "--warmup_steps", "1", "--max_seconds_per_batch", "20", "--save_steps", "0",
+                         "--progress", "false"])  # fmt: skip
+    model = AutoModelForPreTraining.from_pretrained(tmp_path)
+    assert model.config.quantizer == "kmeans" and model.config.codebook_size == 8
+    unfitted = model.quantizer.compute_parameters()  # the seeded noise a k-means quantizer starts from
+    assert not torch.allclose(model.quantizer.codebooks, unfitted)
+    frames = model.quantizer.codebooks[0]  # centroids of normalised log-mels: well inside the feature range
+    assert frames.abs().max() < 10 and len(torch.unique(frames, dim=0)) == 8
 
 
 def test_nonfinite_losses_are_skipped_and_counted(smoke_corpus, tiny_encoder_dir, tmp_path):
@@ -88,6 +108,22 @@ def test_nonfinite_losses_are_skipped_and_counted(smoke_corpus, tiny_encoder_dir
     assert result.global_step == 3 and result.skipped_nonfinite == 3
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_head_warm_up_leaves_the_encoder_alone_for_its_steps(smoke_corpus, tiny_encoder_dir, tmp_path):
+    seen = []  # (encoder weight, head weight) as each step's loss sees them: after that many updates
+
+    def loss_seeing_weights(model, batch):
+        encoder_weight, head_weight = model.encoder.layers[0].self_attn.q_proj.weight, model.decoder.weight
+        seen.append((encoder_weight.detach().clone(), head_weight.detach().clone()))
+        return train_pretrain.masked_prediction_loss(model, batch)
+
+    trainer = make_trainer(smoke_corpus, tiny_encoder_dir, tmp_path, loss_seeing_weights, max_steps=4, save_steps=0,
+                           freeze_encoder_steps=2)  # fmt: skip
+    trainer.train()
+    assert torch.equal(seen[0][0], seen[2][0])  # two updates with the encoder frozen
+    assert not torch.equal(seen[1][1], seen[2][1])  # while the head trains (the first update is warm-up: lr 0)
+    assert not torch.equal(seen[2][0], seen[3][0])  # then the encoder trains too
 
 
 def test_a_run_that_keeps_producing_nonfinite_losses_stops_with_a_clear_message(smoke_corpus, tiny_encoder_dir, tmp_path):

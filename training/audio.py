@@ -12,13 +12,14 @@ datasets' own audio decoding needs torchcodec + FFmpeg; we keep audio columns as
 """
 
 import io
+import math
 import os
 import struct
 from math import gcd
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import fftconvolve, resample_poly
 
 
 TARGET_SAMPLING_RATE = 16000
@@ -92,6 +93,36 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
         return samples
     divisor = gcd(source_rate, target_rate)
     return resample_poly(samples, target_rate // divisor, source_rate // divisor).astype(np.float32)
+
+
+# ---------------------------------------------------------------- degradations (the corpus's out-of-domain condition
+# and the training-time augmentation share them)
+
+
+def reverberate(samples: np.ndarray, rng: np.random.Generator, rt60_seconds: tuple[float, float]) -> np.ndarray:
+    """Convolve (T,) with a synthetic room response: exponentially decaying noise reaching -60 dB at RT60."""
+    rt60 = rng.uniform(*rt60_seconds)
+    t = np.arange(int(rt60 * TARGET_SAMPLING_RATE)) / TARGET_SAMPLING_RATE
+    response = rng.standard_normal(len(t)) * np.exp(-math.log(1000) * t / rt60)
+    response[0] = 1.0  # direct path
+    wet = fftconvolve(samples, response)[: len(samples)]
+    return wet * (np.abs(samples).max() / max(np.abs(wet).max(), 1e-9))
+
+
+def add_noise(samples: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float]) -> np.ndarray:
+    """(T,) plus white noise at a signal-to-noise ratio drawn from `snr_db`."""
+    snr = rng.uniform(*snr_db)
+    noise = rng.standard_normal(len(samples))
+    scale = math.sqrt(np.mean(samples**2) / (np.mean(noise**2) * 10 ** (snr / 10)))
+    return samples + scale * noise
+
+
+def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
+    """(T,) played `factor` times faster, pitch and formants moving with it (Kaldi's speed perturbation); the factor
+    is rounded to a ratio of integers near 100."""
+    up, down = round(100 / factor), 100
+    divisor = gcd(up, down)
+    return resample_poly(samples, up // divisor, down // divisor).astype(np.float32)
 
 
 def load_audio(

@@ -14,6 +14,7 @@ cannot be decoded at training time, so that a file changed on disk does not end 
 """
 
 import io
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 from datasets import Dataset, Image, IterableDataset, Value
 from torch.utils.data import Sampler
 
-from .audio import TARGET_SAMPLING_RATE, DataError, load_audio
+from .audio import TARGET_SAMPLING_RATE, DataError, add_noise, change_speed, load_audio, reverberate
 
 
 SKIP_REASONS = (
@@ -316,6 +317,37 @@ def padding_fraction(batches: Iterable[Sequence[int]], durations: Sequence[float
     return 1.0 - real / padded
 
 
+@dataclass
+class AudioAugmentation:
+    """Training-time waveform augmentation (an avalign option): speed perturbation, reverberation, additive noise.
+
+    Each utterance's draws come from a generator seeded by (`seed`, epoch, utterance id), so an epoch is augmented
+    alike whether or not the run was resumed, and differently from the last epoch. All off by default.
+    """
+
+    speed_perturbation: float = 0.0  # factor drawn uniformly in [1 - x, 1 + x]
+    reverb_probability: float = 0.0
+    rt60_seconds: tuple[float, float] = (0.2, 0.8)
+    noise_probability: float = 0.0
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.speed_perturbation > 0 or self.reverb_probability > 0 or self.noise_probability > 0
+
+    def __call__(self, samples: np.ndarray, utterance_id: str, epoch: int) -> np.ndarray:
+        """(T,) float32 at 16 kHz -> (T',) float32."""
+        rng = np.random.default_rng([self.seed, epoch, zlib.crc32(utterance_id.encode())])
+        if self.speed_perturbation > 0:
+            samples = change_speed(samples, rng.uniform(1 - self.speed_perturbation, 1 + self.speed_perturbation))
+        if rng.random() < self.reverb_probability:
+            samples = reverberate(samples, rng, self.rt60_seconds)
+        if rng.random() < self.noise_probability:
+            samples = add_noise(samples, rng, self.snr_db)
+        return samples.astype(np.float32)
+
+
 class SpeechCollator:
     """Rows of the common schema -> model inputs.
 
@@ -328,19 +360,28 @@ class SpeechCollator:
     returned as None: the loop skips it.
     """
 
-    def __init__(self, feature_extractor, tokenizer=None, image_embeddings=None):
+    def __init__(
+        self, feature_extractor, tokenizer=None, image_embeddings=None, augmentation: AudioAugmentation | None = None
+    ):
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
+        self.augmentation = augmentation if augmentation is not None and augmentation.enabled else None
+        self.epoch = 0
         if isinstance(image_embeddings, tuple):
             image_ids, embeddings = image_embeddings
             image_embeddings = dict(zip(image_ids, embeddings))
         self.image_embeddings = image_embeddings
         self.skip_report = SkipReport()
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the augmentation draws for (the training loop sets it with the sampler's)."""
+        self.epoch = epoch
+
     def _waveform(self, row: Mapping, name: str) -> np.ndarray:
         if self.image_embeddings is not None and row.get("image_id") not in self.image_embeddings:
             raise DataError("missing_image_embedding", name, f"no embedding for image_id {row.get('image_id')!r}")
-        return load_audio(row["audio"], self.feature_extractor.sampling_rate, source=name)
+        samples = load_audio(row["audio"], self.feature_extractor.sampling_rate, source=name)
+        return self.augmentation(samples, name, self.epoch) if self.augmentation else samples
 
     def __call__(self, rows: list[Mapping]) -> dict | None:
         kept, waveforms, skipped = [], [], []

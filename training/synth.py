@@ -13,6 +13,7 @@ held-out variants, held-out templates, added noise and synthetic reverberation. 
     train       audio + image + transcript              `train_fraction`: nested 10% < 25% < 100% subsets
     dev, test   in-domain, images unseen in training
     test_ood    unseen templates, unseen speakers, noise + reverberation, unseen images
+    dev_ood     the out-of-domain condition of test_ood for model selection (its own scenes and sentences)
 
 `reference_transcript` holds the spoken text of every row, for analysis only: the method does not use it for
 `unlabeled` and `paired`. Everything is a function of the seed: each (split, language) block draws from its own
@@ -33,23 +34,24 @@ import espeakng_loader
 import numpy as np
 import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets
-from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
 
 from avalign.hub_cards import render
 
-from .audio import TARGET_SAMPLING_RATE, resample
+from .audio import TARGET_SAMPLING_RATE, add_noise, resample, reverberate
 from .lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
 from .scenes import BACKGROUNDS, COLOURS, KINDS, POSITIONS, Scene, png_bytes, render_scene, sample_scene
 
 
-SPLITS = ("unlabeled", "paired", "train", "dev", "test", "test_ood")
+# dev_ood comes last: each split's random generator is seeded by its position here, so adding it changed no other
+SPLITS = ("unlabeled", "paired", "train", "dev", "test", "test_ood", "dev_ood")
 TRAIN_SIDE_SPLITS = ("unlabeled", "paired", "train")
-TEST_SIDE_SPLITS = ("dev", "test", "test_ood")
-TRANSCRIBED_SPLITS = ("train", "dev", "test", "test_ood")
+TEST_SIDE_SPLITS = ("dev", "test", "test_ood", "dev_ood")
+TRANSCRIBED_SPLITS = ("train", "dev", "test", "test_ood", "dev_ood")
+OUT_OF_DOMAIN_SPLITS = ("test_ood", "dev_ood")  # held-out speakers and templates, noise and reverberation
 TRAIN_FRACTIONS = (0.1, 0.25, 1.0)
 
-# espeak-ng voice variants (espeak-ng-data/voices/!v); the held-out ones are heard only in test_ood
+# espeak-ng voice variants (espeak-ng-data/voices/!v); the held-out ones are heard only in test_ood and dev_ood
 IN_DOMAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "f4")
 HELD_OUT_VARIANTS = ("m7", "m8", "f5")
 PITCHES = (30, 40, 50, 60, 70)  # espeak-ng pitch, 0-99
@@ -87,10 +89,11 @@ class SynthConfig:
     dev: int
     test: int
     test_ood: int
+    dev_ood: int = 0
     utterances_per_image: int = 3
     image_size: int = 128
     in_domain_speakers: int = 24  # per language
-    held_out_speakers: int = 6  # per language, test_ood only
+    held_out_speakers: int = 6  # per language, test_ood and dev_ood only
     snr_db: tuple[float, float] = (10.0, 25.0)
     rt60_seconds: tuple[float, float] = (0.2, 0.6)
 
@@ -99,9 +102,9 @@ class SynthConfig:
 
 
 PRESETS = {
-    "smoke": SynthConfig("smoke", unlabeled=4, paired=6, train=10, dev=3, test=3, test_ood=3),
-    "demo": SynthConfig("demo", unlabeled=240, paired=240, train=48, dev=12, test=24, test_ood=24),
-    "full": SynthConfig("full", unlabeled=2400, paired=2400, train=480, dev=120, test=240, test_ood=240),
+    "smoke": SynthConfig("smoke", unlabeled=4, paired=6, train=10, dev=3, test=3, test_ood=3, dev_ood=3),
+    "demo": SynthConfig("demo", unlabeled=1200, paired=900, train=300, dev=40, test=40, test_ood=40, dev_ood=40),
+    "full": SynthConfig("full", unlabeled=4800, paired=3600, train=1200, dev=100, test=200, test_ood=200, dev_ood=100),
 }  # fmt: skip
 
 
@@ -206,24 +209,6 @@ ESPEAK = Espeak()
 # ---------------------------------------------------------------- audio
 
 
-def reverberate(samples: np.ndarray, rng: np.random.Generator, rt60_seconds: tuple[float, float]) -> np.ndarray:
-    """Convolve (T,) with a synthetic room response: exponentially decaying noise reaching -60 dB at RT60."""
-    rt60 = rng.uniform(*rt60_seconds)
-    t = np.arange(int(rt60 * TARGET_SAMPLING_RATE)) / TARGET_SAMPLING_RATE
-    response = rng.standard_normal(len(t)) * np.exp(-math.log(1000) * t / rt60)
-    response[0] = 1.0  # direct path
-    wet = fftconvolve(samples, response)[: len(samples)]
-    return wet * (np.abs(samples).max() / max(np.abs(wet).max(), 1e-9))
-
-
-def add_noise(samples: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float]) -> np.ndarray:
-    """(T,) plus white noise at a signal-to-noise ratio drawn from `snr_db`."""
-    snr = rng.uniform(*snr_db)
-    noise = rng.standard_normal(len(samples))
-    scale = math.sqrt(np.mean(samples**2) / (np.mean(noise**2) * 10 ** (snr / 10)))
-    return samples + scale * noise
-
-
 def flac_bytes(samples: np.ndarray) -> bytes:
     """16-bit FLAC at 16 kHz of (T,) float samples in [-1, 1]."""
     buffer = io.BytesIO()
@@ -263,8 +248,9 @@ def generate_block(split: str, language: str, config: SynthConfig, seed: int, pr
     rng = np.random.default_rng([seed, SPLITS.index(split), LANGUAGES.index(language)])
     lexicon = LEXICONS[language]
     in_domain, held_out = make_speakers(language, config, seed)
-    speakers = held_out if split == "test_ood" else in_domain
-    template_ids = sorted(lexicon.ood_templates if split == "test_ood" else lexicon.templates)
+    out_of_domain = split in OUT_OF_DOMAIN_SPLITS
+    speakers = held_out if out_of_domain else in_domain
+    template_ids = sorted(lexicon.ood_templates if out_of_domain else lexicon.templates)
     per_image = 1 if split == "unlabeled" else config.utterances_per_image
     ESPEAK.reset()
     rows = []
@@ -278,7 +264,7 @@ def generate_block(split: str, language: str, config: SynthConfig, seed: int, pr
         for speaker_index in rng.choice(len(speakers), size=count, replace=False):
             speaker, template_id = speakers[speaker_index], str(rng.choice(template_ids))
             text = lexicon.sentence(template_id, scene)
-            samples = speak(text, speaker, rng, config, degrade=split == "test_ood")
+            samples = speak(text, speaker, rng, config, degrade=out_of_domain)
             utterance_id = f"{split}-{language}-{len(rows):05d}"
             rows.append(
                 {

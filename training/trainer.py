@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_scheduler
 
-from .data import DurationBucketSampler
+from .data import AudioAugmentation, DurationBucketSampler
 
 logger = logging.getLogger("avalign")
 CHECKPOINT_PREFIX = "step-"
@@ -46,6 +46,8 @@ class StageArguments:
     num_buckets: int = 10
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
+    freeze_encoder_steps: int = field(default=0, metadata={
+        "help": "train only the head for the first N steps, with the encoder frozen (a head warm-up for stages 2-3)"})
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     seed: int = 0
     logging_steps: int = 10
@@ -56,6 +58,35 @@ class StageArguments:
     max_consecutive_nonfinite: int = 20
     dataloader_num_workers: int = 0
     progress: bool = True
+
+
+@dataclass
+class AugmentationArguments:
+    """Augmentation for stages 2 and 3, all off by default.
+
+    SpecAugment (NeMo's parameterisation; NeMo's FastConformer recipes use 2 frequency masks of up to 27 bins and 10
+    time masks of up to 5 % of the utterance) goes into the encoder config, and the encoder applies it in training
+    mode only (`avalign.modeling.spec_augment`). The waveform augmentation (speed, reverberation, noise) is the
+    collator's
+    (`avalign.training.data.AudioAugmentation`).
+    """
+
+    spec_augment_freq_masks: int = 0
+    spec_augment_freq_width: int = 27
+    spec_augment_time_masks: int = 0
+    spec_augment_time_width: float = 0.05
+    speed_perturbation: float = field(default=0.0, metadata={"help": "speed factor drawn in [1 - x, 1 + x]"})
+    reverb_probability: float = 0.0
+    noise_probability: float = field(default=0.0, metadata={"help": "white noise at 5-30 dB SNR"})
+
+    def encoder_config(self, encoder_config) -> dict:
+        """`encoder_config` (a FastConformerConfig) as a dict with these SpecAugment settings."""
+        spec_augment = {key: value for key, value in asdict(self).items() if key.startswith("spec_augment_")}
+        return {**encoder_config.to_dict(), **spec_augment}
+
+    def audio_augmentation(self, seed: int) -> AudioAugmentation:
+        return AudioAugmentation(speed_perturbation=self.speed_perturbation, reverb_probability=self.reverb_probability,
+                                 noise_probability=self.noise_probability, seed=seed)  # fmt: skip
 
 
 def setup_logging() -> None:
@@ -93,6 +124,7 @@ class TrainingResult:
     last_loss: float
     eval_metrics: dict
     num_processes: int
+    eval_history: list = field(default_factory=list)  # the dev learning curve: [{"step": s, **metrics}]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,7 +179,7 @@ class StageTrainer:
             model, optimizer, loader, scheduler
         )
         self.state = {"global_step": 0, "epoch": 0, "batches_done": 0, "audio_seconds": 0.0,
-                      "skipped_nonfinite": 0, "train_seconds": 0.0}  # fmt: skip
+                      "skipped_nonfinite": 0, "train_seconds": 0.0, "eval_history": []}  # fmt: skip
         self.hyperparameters = {**asdict(args), **(hyperparameters or {})}
 
     # ------------------------------------------------------------------------------------------------ loop
@@ -181,6 +213,7 @@ class StageTrainer:
                         continue
                     consecutive_nonfinite = 0
                     accelerator.backward(loss)
+                    self._drop_encoder_gradients()
                     grad_norm = None
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
@@ -204,7 +237,7 @@ class StageTrainer:
                                **{f"train/{k}": v for k, v in logs.items()}}, step)  # fmt: skip
                     window = {"audio": 0.0, "time": time.perf_counter()}
                 if args.eval_steps and step % args.eval_steps == 0 and self.evaluate is not None:
-                    self._log({f"eval/{k}": v for k, v in self._evaluate().items()}, step)
+                    self._evaluate()
                 if args.save_steps and step % args.save_steps == 0:
                     self.state["train_seconds"] = seconds_at_start + time.perf_counter() - started
                     self.save_checkpoint()
@@ -216,17 +249,27 @@ class StageTrainer:
         bar.close()
         self.state["train_seconds"] = seconds_at_start + time.perf_counter() - started
         eval_metrics = self._evaluate() if self.evaluate is not None else {}
-        self._log({f"eval/{k}": v for k, v in eval_metrics.items()}, self.state["global_step"])
         return TrainingResult(
             global_step=self.state["global_step"],
             epochs=self.state["epoch"] + self.state["batches_done"] / max(len(self.sampler.epoch_batches()), 1),
             train_seconds=self.state["train_seconds"], audio_seconds=self.state["audio_seconds"],
             skipped_nonfinite=self.state["skipped_nonfinite"], skipped_rows=dict(self.collator.skip_report.counts),
             last_loss=last_loss, eval_metrics=eval_metrics, num_processes=accelerator.num_processes,
+            eval_history=self.state["eval_history"],
         )  # fmt: skip
+
+    def _drop_encoder_gradients(self) -> None:
+        """The head warm-up: during the first `freeze_encoder_steps` steps the encoder's gradients are dropped, so
+        the optimizer leaves its weights alone (dropping, rather than switching requires_grad, keeps every process of
+        a distributed run reducing the same gradients)."""
+        if self.state["global_step"] < self.args.freeze_encoder_steps:
+            for parameter in self.accelerator.unwrap_model(self.model).encoder.parameters():
+                parameter.grad = None
 
     def _epoch_batches(self):
         self.sampler.set_epoch(self.state["epoch"])
+        if hasattr(self.collator, "set_epoch"):  # its augmentation draws per epoch
+            self.collator.set_epoch(self.state["epoch"])
         self.loader.set_epoch(self.state["epoch"])
         if self.state["batches_done"]:
             return self.accelerator.skip_first_batches(self.loader, self.state["batches_done"])
@@ -238,12 +281,19 @@ class StageTrainer:
         return bool(self.accelerator.reduce(finite, reduction="min").item())
 
     def _evaluate(self) -> dict:
+        """Dev metrics at this step (computed once per step): logged and kept in the learning curve."""
+        step, history = self.state["global_step"], self.state["eval_history"]
+        if history and history[-1]["step"] == step:
+            return {k: v for k, v in history[-1].items() if k != "step"}
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         with torch.no_grad():
             metrics = self.evaluate(model)
         model.train(was_training)
+        history.append({"step": step, **metrics})
+        self._log({f"eval/{k}": v for k, v in metrics.items()}, step)
+        logger.info("%s step %d dev: %s", self.stage_name, step, _rounded(metrics))
         return metrics
 
     def _log(self, values: dict, step: int) -> None:
@@ -306,6 +356,10 @@ def _has_accelerator_device() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or (
         hasattr(torch, "xpu") and torch.xpu.is_available()
     )
+
+
+def _rounded(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
 
 def _loggable(values: dict) -> dict:
