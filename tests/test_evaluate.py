@@ -101,13 +101,21 @@ def test_score_matches_hand_computed_corpus_level_rates():
     english = records(["a b c"], ["a x c d"], "en", "en")
     hindi = records(["d e"], ["d"], "hi", "hi")
     scores = score(english + hindi)
-    assert scores["overall"] == {"wer": 3 / 5, "cer": 5 / 8, "num_utterances": 2}
+    one = {"num_utterances": 1, "distinct_hypotheses": 1, "distinct_references": 1}
+    assert scores["overall"] == {"wer": 3 / 5, "cer": 5 / 8, "num_utterances": 2, "distinct_hypotheses": 2,
+                                 "distinct_references": 2}  # fmt: skip
     assert scores["per_language"] == {
-        "en": {"wer": 2 / 3, "cer": 3 / 5, "num_utterances": 1},
-        "hi": {"wer": 1 / 2, "cer": 2 / 3, "num_utterances": 1},
+        "en": {"wer": 2 / 3, "cer": 3 / 5, **one}, "hi": {"wer": 1 / 2, "cer": 2 / 3, **one}
     }
     assert scores["overall"]["wer"] == pytest.approx(jiwer.wer(["a b c", "d e"], ["a x c d", "d"]))
     assert scores["overall"]["cer"] == pytest.approx(jiwer.cer(["a b c", "d e"], ["a x c d", "d"]))
+
+
+def test_score_counts_distinct_hypotheses_after_normalisation():
+    fixed = score(records(["a b", "c d", "e f"], ["x", "X.", "x"]))["overall"]  # one string for every clip
+    assert (fixed["distinct_hypotheses"], fixed["distinct_references"]) == (1, 3)
+    varied = score(records(["a b", "a b", "e f"], ["a b", "a c", "e"]))["overall"]
+    assert (varied["distinct_hypotheses"], varied["distinct_references"]) == (3, 2)
 
 
 def test_score_normalises_both_sides_and_counts_empty_references_as_insertions():
@@ -227,7 +235,13 @@ def test_repeated_utterance_ids_are_refused(smoke_corpus):
 # ------------------------------------------------------------------------------------------------- CLI and report
 def test_cli_scores_both_systems_and_compares_them(cli_run):
     output_dir, results = cli_run
-    assert set(results) == {"asr", "comparison"}
+    assert set(results) == {"asr", "comparison", "examples"}
+    examples = results["examples"]["1.0"]["test"]["ctc"]  # the first utterances of each language, as written
+    assert sorted(example["language"] for example in examples) == sorted(LANGUAGES * 2)
+    for name in SYSTEMS:
+        lines = (output_dir / f"predictions-{name}-test-ctc.jsonl").read_text().splitlines()
+        written = {record["utterance_id"]: record["hypothesis"] for record in map(json.loads, lines)}
+        assert all(example[name] == written[example["utterance_id"]] for example in examples)
     for name in SYSTEMS:
         for split in ("test", "test_ood"):
             for decoding in ("tdt", "ctc"):

@@ -8,13 +8,15 @@ Writes, for one fine-tuning fraction:
 
     OUT/results.json                                 {"asr": {name: {fraction: {split: {decoding: scores}}}},
                                                       "comparison": {fraction: {split: {decoding: {...}}}}}
+                                                     (and any other comparison asked for, under its own key)
     OUT/predictions-<name>-<split>-<decoding>.jsonl  one record per utterance: utterance_id, language, reference,
                                                      hypothesis, duration
     OUT/report.md, OUT/plots/*.png                   tables and figures (training/report.py)
 
 `scores` is `metrics.score`'s {"overall", "per_language"} plus "skipped": {reason: rows} for rows whose audio did
 not decode (counted, logged, never fatal). With two models, "comparison" holds the paired bootstrap of the first
-minus the second (`metrics.compare`) on `--metric` (CER by default: it is defined alike for every script).
+minus the second (`metrics.compare`) on `--metric` (CER by default: it is defined alike for every script); the
+pipeline also asks for "scratch_comparison" (baseline minus a stage-3 model trained from a random encoder).
 Text normalisation and statistics: see training/metrics.py.
 """
 
@@ -101,6 +103,20 @@ def transcribe_dataset(
     ]  # fmt: skip
 
 
+def transcript_examples(records: Mapping[str, Sequence[Mapping]], per_language: int = 2) -> list[dict]:
+    """The first `per_language` utterances of each language as every system wrote them: [{"utterance_id",
+    "language", "reference", system: hypothesis, ...}]. records: {system: transcribe_dataset's records}."""
+    hypotheses = {system: {r["utterance_id"]: r["hypothesis"] for r in rs} for system, rs in records.items()}
+    examples, taken = [], {}
+    for record in next(iter(records.values())):
+        if taken.setdefault(record["language"], 0) == per_language:
+            continue
+        taken[record["language"]] += 1
+        examples.append({key: record[key] for key in ("utterance_id", "language", "reference")}
+                        | {system: by_id.get(record["utterance_id"], "") for system, by_id in hypotheses.items()})
+    return examples
+
+
 def write_jsonl(records: Sequence[Mapping], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as file:
         file.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
@@ -124,13 +140,18 @@ def evaluate_models(
     max_seconds_per_batch: float = 120.0,
     device: str | None = None,
     romanization_cache: str | Path | None = None,
+    comparisons: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict:
     """Transcribe and score every {name: stage-3 folder} on `splits` x `decodings`; write the predictions.
 
-    -> {"asr": ..., "comparison": ...} for `fraction` ("comparison" only with two models, first minus second).
+    `comparisons` {results key: (system a, system b)}: the paired bootstraps of a - b to run (default, with two
+    models: {"comparison": (first, second)}). -> {"asr": ..., key: ... for each comparison} for `fraction`.
     """
-    if not 1 <= len(models) <= 2:
-        raise ValueError(f"evaluate one model, or two to compare; got {len(models)}: {list(models)}")
+    if comparisons is None:
+        comparisons = {"comparison": tuple(models)} if len(models) == 2 else {}
+    strangers = sorted({name for pair in comparisons.values() for name in pair} - set(models))
+    if not models or strangers:
+        raise ValueError(f"comparisons name systems that are not evaluated: {strangers} (models: {list(models)})")
     unknown = sorted(set(decodings) - set(DECODINGS))
     if unknown or metric not in METRICS:
         raise ValueError(f"decodings must be among {DECODINGS} (got {list(decodings)}), metric among {METRICS}")
@@ -154,9 +175,11 @@ def evaluate_models(
                 scores = {**score(predictions), "skipped": dict(skip_report.counts)}
                 results["asr"].setdefault(name, {}).setdefault(key, {}).setdefault(split, {})[decoding] = scores
                 records[name, split, decoding] = predictions
-    if len(models) == 2:
-        results["comparison"] = {key: {
-            split: {decoding: compare({name: records[name, split, decoding] for name in models}, metric,
+    results["examples"] = {key: {split: {decoding: transcript_examples(
+        {name: records[name, split, decoding] for name in models}) for decoding in decodings} for split in splits}}
+    for kind, pair in comparisons.items():
+        results[kind] = {key: {
+            split: {decoding: compare({name: records[name, split, decoding] for name in pair}, metric,
                                       num_resamples, seed)
                     for decoding in decodings}
             for split in splits

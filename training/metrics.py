@@ -77,8 +77,12 @@ def by_language(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
 
 
 def score_group(records: Sequence[Mapping]) -> dict:
+    """Error rates, and how many distinct texts the system wrote next to how many distinct references there are: a
+    system that writes one fixed string for every clip has 1 distinct hypothesis, whatever its error rate."""
     rates = {metric: error_rate(*edit_counts(records, metric)) for metric in METRICS}
-    return {**rates, "num_utterances": len(records)}
+    distinct = lambda side: len({normalize_transcript(record[side]) for record in records})  # noqa: E731
+    return {**rates, "num_utterances": len(records), "distinct_hypotheses": distinct("hypothesis"),
+            "distinct_references": distinct("reference")}  # fmt: skip
 
 
 def score(records: Sequence[Mapping]) -> dict:

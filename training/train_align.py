@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from datasets import DatasetDict
 
 from accelerate.utils import set_seed
@@ -20,7 +21,8 @@ from avalign.modeling import FastConformerAlignmentConfig, FastConformerForImage
 from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits
 from avalign.training.data import DurationBucketSampler, SpeechCollator
 from avalign.training.teacher import VisionTeacher, embed_images
-from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments, setup_logging
+from avalign.training.trainer import AugmentationArguments, StageArguments, StageTrainer
+from avalign.training.trainer import arguments_to_dict, parse_arguments, setup_logging
 
 logger = logging.getLogger("avalign")
 
@@ -32,7 +34,8 @@ class AlignArguments:
     teacher: str = field(metadata={"help": "vision teacher: Hub id or folder (SigLIP2, Qwen3-VL, the tiny default)"})
     embeddings_dir: str = field(metadata={"help": "image-embedding cache, shared across stages and runs"})
     train_splits: list[str] = field(default_factory=lambda: ["paired"])
-    eval_split: str = "test"
+    eval_split: str = field(default="dev", metadata={"help": "the learning curve during training (select on it)"})
+    report_split: str = field(default="test", metadata={"help": "retrieval before and after alignment, and examples"})
     languages: list[str] | None = None
     pooling: str = "attention"
     alignment_loss: str = "siglip"
@@ -49,11 +52,13 @@ def image_embedding_table(args: AlignArguments, datasets_with_images) -> tuple[d
     return table, cache.counters()
 
 
-def build_model(args: AlignArguments, image_embedding_dim: int) -> FastConformerForImageAlignment:
+def build_model(
+    args: AlignArguments, image_embedding_dim: int, augmentation: AugmentationArguments
+) -> FastConformerForImageAlignment:
     encoder = initial_encoder(args.init_encoder)
     config = FastConformerAlignmentConfig(
-        encoder_config=encoder.config.to_dict(), image_embedding_dim=image_embedding_dim, pooling=args.pooling,
-        alignment_loss=args.alignment_loss, projection_hidden_size=args.projection_hidden_size,
+        encoder_config=augmentation.encoder_config(encoder.config), image_embedding_dim=image_embedding_dim,
+        pooling=args.pooling, alignment_loss=args.alignment_loss, projection_hidden_size=args.projection_hidden_size,
     )  # fmt: skip
     model = FastConformerForImageAlignment(config)
     model.load_encoder_state(encoder)
@@ -80,61 +85,99 @@ def spread(unit_vectors: torch.Tensor) -> float:
     return unit_vectors.var(0, correction=0).sum().sqrt().item()
 
 
-def retrieval_recall(dataset, collator, image_table: dict, max_seconds_per_batch: float, ks=(1, 5)):
-    """Audio -> image retrieval among the held-out set's distinct images: recall@k over utterances, and the spread of
-    the audio embeddings next to the images' (an audio spread near 0 means every utterance is embedded alike)."""
-    image_ids = sorted({image_id for image_id in dataset["image_id"] if image_id in image_table})
-    gallery = torch.nn.functional.normalize(torch.stack([image_table[image_id] for image_id in image_ids]), dim=-1)
-    position = {image_id: i for i, image_id in enumerate(image_ids)}
-    sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, shuffle=False)
+class AudioToImageRetrieval:
+    """Audio -> image retrieval among a held-out split's distinct images (never seen in training).
 
-    def evaluate(model) -> dict:
-        ranks, embeddings = [], []
-        for indices in sampler:
-            batch = collator([dataset[i] for i in indices])
+    `retrieval(model)`: recall@k over utterances, and the spread of the audio embeddings next to the images' (an audio
+    spread near 0 means every utterance is embedded alike). `retrieval.examples(model)`: the top images of a few clips.
+    """
+
+    def __init__(self, dataset, collator, image_table: dict, max_seconds_per_batch: float, ks=(1, 5)):
+        self.dataset, self.collator, self.ks = dataset, collator, ks
+        self.row_of = {utterance_id: row for row, utterance_id in enumerate(dataset["utterance_id"])}
+        self.image_of_row = dataset["image_id"]
+        self.image_ids = sorted({image_id for image_id in self.image_of_row if image_id in image_table})
+        gallery = torch.stack([image_table[image_id] for image_id in self.image_ids])
+        self.gallery = F.normalize(gallery, dim=-1)  # (I, E)
+        self.position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, shuffle=False)
+
+    def embed(self, model) -> tuple[list[int], torch.Tensor]:
+        """(dataset rows, (N, E) unit audio embeddings) of every row that decodes."""
+        rows, embeddings = [], []
+        for indices in self.sampler:
+            batch = self.collator([self.dataset[i] for i in indices])
             if batch is None:
                 continue
+            rows += [self.row_of[utterance_id] for utterance_id in batch["utterance_id"]]  # the rows that decoded
             audio, _ = model.embed_audio(batch["input_features"].to(model.device), batch["attention_mask"].to(model.device))
             embeddings.append(audio.float().cpu())
-            scores = embeddings[-1] @ gallery.T  # (B, I)
-            truth = torch.tensor([position[image_id] for image_id in batch["image_id"]])
-            ranks += (scores > scores.gather(1, truth[:, None])).sum(1).tolist()  # images scored above the true one
-        ranks = torch.tensor(ranks)
-        return {f"recall@{k}": (ranks < k).float().mean().item() for k in ks} | {
-            "num_images": len(image_ids), "audio_spread": spread(torch.cat(embeddings)), "image_spread": spread(gallery)}
+        return rows, torch.cat(embeddings)
 
-    return evaluate
+    def __call__(self, model) -> dict:
+        rows, audio = self.embed(model)
+        scores = audio @ self.gallery.T  # (N, I)
+        truth = torch.tensor([self.position[self.image_of_row[row]] for row in rows])
+        ranks = (scores > scores.gather(1, truth[:, None])).sum(1)  # images scored above the true one
+        return {f"recall@{k}": (ranks < k).float().mean().item() for k in self.ks} | {
+            "num_images": len(self.image_ids), "audio_spread": spread(audio), "image_spread": spread(self.gallery)}
+
+    def examples(self, model, per_language: int = 1, top_k: int = 3) -> list[dict]:
+        """The first `per_language` clips of each language with their `top_k` images (id and cosine score)."""
+        rows, audio = self.embed(model)
+        scores = audio @ self.gallery.T
+        examples, taken = [], {}
+        for row, row_scores in zip(rows, scores):
+            record = self.dataset[row]
+            if taken.setdefault(record["language"], 0) == per_language:
+                continue
+            taken[record["language"]] += 1
+            best = row_scores.topk(min(top_k, len(self.image_ids)))
+            examples.append({
+                "utterance_id": record["utterance_id"], "language": record["language"],
+                "transcript": record["transcript"], "image_id": record["image_id"],
+                "top_images": [self.image_ids[i] for i in best.indices.tolist()], "top_scores": best.values.tolist(),
+            })  # fmt: skip
+        return examples
 
 
 def main(argv=None):
     setup_logging()
-    args, training = parse_arguments((AlignArguments, StageArguments), argv)
+    args, augmentation, training = parse_arguments((AlignArguments, AugmentationArguments, StageArguments), argv)
     set_seed(training.seed)  # before any weight is initialised
     extractor = feature_extractor()
     limits = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, require_image=True)
     train, train_report = clean(load_splits(args.corpus, args.train_splits, args.languages), "align/train", **limits)
-    held_out, _ = clean(load_splits(args.corpus, [args.eval_split], args.languages), "align/eval", **limits)
-    image_table, teacher_counters = image_embedding_table(args, DatasetDict(train=train, held_out=held_out))
+    held_out = {split: clean(load_splits(args.corpus, [split], args.languages), f"align/{split}", **limits)[0]
+                for split in dict.fromkeys([args.eval_split, args.report_split])}  # fmt: skip
+    image_table, teacher_counters = image_embedding_table(args, DatasetDict(train=train, **held_out))
     image_dim = next(iter(image_table.values())).shape[-1]
-    model = build_model(args, image_dim)
-    evaluate = retrieval_recall(held_out, SpeechCollator(extractor, image_embeddings=image_table),
-                                image_table, training.max_seconds_per_batch)  # fmt: skip
+    model = build_model(args, image_dim, augmentation)
+    collator = SpeechCollator(extractor, image_embeddings=image_table)
+    curve, report = (AudioToImageRetrieval(held_out[split], collator, image_table, training.max_seconds_per_batch)
+                     for split in (args.eval_split, args.report_split))  # fmt: skip
     with torch.no_grad():
-        recall_before = evaluate(model.eval())
-    logger.info("retrieval before alignment: %s", recall_before)
+        recall_before = report(model.eval())
+    logger.info("retrieval on %s before alignment: %s", args.report_split, recall_before)
+    augmented = SpeechCollator(extractor, image_embeddings=image_table,
+                               augmentation=augmentation.audio_augmentation(training.seed))  # fmt: skip
     trainer = StageTrainer(
-        training, model.train(), train, SpeechCollator(extractor, image_embeddings=image_table), alignment_loss,
-        evaluate=evaluate, stage_name="align", hyperparameters=arguments_to_dict(args),
+        training, model.train(), train, augmented, alignment_loss,
+        evaluate=curve, stage_name="align", hyperparameters=arguments_to_dict(args, augmentation),
     )  # fmt: skip
     result = trainer.train()
-    logger.info("retrieval after alignment: %s", result.eval_metrics)
-    if result.eval_metrics and result.eval_metrics["audio_spread"] < 0.1 * result.eval_metrics["image_spread"]:
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    with torch.no_grad():
+        recall_after, examples = report(model), report.examples(model)
+    logger.info("retrieval on %s after alignment: %s", args.report_split, recall_after)
+    if recall_after["audio_spread"] < 0.1 * recall_after["image_spread"]:
         logger.warning("the audio embeddings have collapsed (spread %.4f vs %.4f for the images): every utterance is "
                        "embedded alike; try more steps, a larger batch or another --alignment_loss",
-                       result.eval_metrics["audio_spread"], result.eval_metrics["image_spread"])
+                       recall_after["audio_spread"], recall_after["image_spread"])  # fmt: skip
     trainer.save_final(extractor, metrics={
-        **result.to_dict(), "recall_before": recall_before, "recall_after": result.eval_metrics,
-        "teacher": teacher_counters, "data_skips": dict(train_report.counts),
+        **result.to_dict(), "report_split": args.report_split, "recall_before": recall_before,
+        "recall_after": recall_after, "retrieval_examples": examples, "teacher": teacher_counters,
+        "data_skips": dict(train_report.counts),
     })  # fmt: skip
     return result
 

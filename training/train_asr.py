@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 import jiwer
+import torch
 from peft import LoraConfig, get_peft_model
 
 from accelerate.utils import set_seed
@@ -20,7 +21,8 @@ from accelerate.utils import set_seed
 from avalign.modeling import FastConformerCTCTDTConfig, FastConformerForCTCTDT, ctc_greedy_decode, train_tokenizer
 from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits, with_targets
 from avalign.training.data import DurationBucketSampler, SpeechCollator
-from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments, setup_logging
+from avalign.training.trainer import AugmentationArguments, StageArguments, StageTrainer
+from avalign.training.trainer import arguments_to_dict, parse_arguments, setup_logging
 
 logger = logging.getLogger("avalign")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "linear1", "linear2"]  # encoder attention and feed-forward
@@ -69,10 +71,11 @@ def build_tokenizer(args: ASRArguments, transcripts: list[str]):
     return tokenizer
 
 
-def build_model(args: ASRArguments, tokenizer) -> FastConformerForCTCTDT:
+def build_model(args: ASRArguments, tokenizer, augmentation: AugmentationArguments) -> FastConformerForCTCTDT:
     encoder = initial_encoder(args.init_encoder)
     config = FastConformerCTCTDTConfig(
-        encoder_config=encoder.config.to_dict(), vocab_size=len(tokenizer), blank_token_id=tokenizer.pad_token_id,
+        encoder_config=augmentation.encoder_config(encoder.config), vocab_size=len(tokenizer),
+        blank_token_id=tokenizer.pad_token_id,
         decoder_hidden_size=args.decoder_hidden_size, num_decoder_layers=args.num_decoder_layers,
         durations=args.durations, sigma=args.sigma, ctc_loss_weight=args.ctc_loss_weight, targets=args.targets,
     )  # fmt: skip
@@ -87,17 +90,31 @@ def build_model(args: ASRArguments, tokenizer) -> FastConformerForCTCTDT:
     return model
 
 
+def ctc_unfit_utterances(dataset, tokenizer, model, extractor) -> list[str]:
+    """Utterances CTC cannot align: more labels (plus a blank between repeated labels) than encoder frames. Their
+    CTC loss is zeroed (`zero_infinity`), so they are counted and reported, never dropped silently."""
+    samples = torch.tensor(dataset["duration"], dtype=torch.float64) * extractor.sampling_rate
+    feature_frames = samples.round().long() // extractor.hop_length
+    encoder_frames = model.encoder._get_subsampling_output_length(feature_frames).tolist()
+    token_ids = tokenizer(list(dataset["transcript"]))["input_ids"]
+    needed = [len(ids) + sum(a == b for a, b in zip(ids, ids[1:])) for ids in token_ids]
+    return [utterance for utterance, n, t in zip(dataset["utterance_id"], needed, encoder_frames) if n > t]
+
+
 def asr_loss(model, batch):
     outputs = model(batch["input_features"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    return outputs.loss, {"tdt_loss": outputs.tdt_loss.item(), "ctc_loss": outputs.ctc_loss.item()}
+    parts = {"tdt_loss": outputs.tdt_loss, "ctc_loss": outputs.ctc_loss}
+    return outputs.loss, {name: loss.item() for name, loss in parts.items() if loss is not None}
 
 
 def dev_metrics(dataset, collator, tokenizer, max_seconds_per_batch: float):
-    """Dev loss and greedy CTC character error rate: a cheap training signal (evaluate_asr does the real scoring)."""
+    """Dev loss and greedy CTC (and, when the transducer trains, TDT) character error rates: a cheap training signal
+    (evaluate_asr does the real scoring)."""
     sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, shuffle=False)
 
     def evaluate(model) -> dict:
-        losses, references, hypotheses = [], [], []
+        losses, references, hypotheses = [], [], {"ctc": [], "tdt": []}
+        with_tdt = model.config.ctc_loss_weight < 1.0
         for indices in sampler:
             rows = [dataset[i] for i in indices]
             batch = collator(rows)
@@ -107,17 +124,21 @@ def dev_metrics(dataset, collator, tokenizer, max_seconds_per_batch: float):
             outputs = model(batch["input_features"].to(device), batch["attention_mask"].to(device),
                             labels=batch["labels"].to(device))  # fmt: skip
             losses.append(outputs.loss.item())
-            decoded = ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, tokenizer.pad_token_id)
-            hypotheses += [tokenizer.decode(ids, group_tokens=False) for ids in decoded.sequences]
+            decoded = {"ctc": ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, tokenizer.pad_token_id)}
+            if with_tdt:
+                decoded["tdt"] = model.tdt_greedy_decode(outputs.encoder_states, outputs.encoder_lengths)
+            for decoding, output in decoded.items():
+                hypotheses[decoding] += [tokenizer.decode(ids, group_tokens=False) for ids in output.sequences]
             references += batch["transcript"]
-        return {"loss": sum(losses) / max(len(losses), 1), "ctc_cer": jiwer.cer(references, hypotheses)}
+        rates = {f"{decoding}_cer": jiwer.cer(references, texts) for decoding, texts in hypotheses.items() if texts}
+        return {"loss": sum(losses) / max(len(losses), 1), **rates}
 
     return evaluate
 
 
 def main(argv=None):
     setup_logging()
-    args, training = parse_arguments((ASRArguments, StageArguments), argv)
+    args, augmentation, training = parse_arguments((ASRArguments, AugmentationArguments, StageArguments), argv)
     set_seed(training.seed)  # before any weight is initialised
     extractor = feature_extractor()
     limits = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, require_transcript=True)
@@ -129,17 +150,23 @@ def main(argv=None):
     train, train_report = clean(train, f"asr/train (fraction {args.train_fraction})", tokenizer=coverage, **limits)
     held_out, _ = clean(load_splits(args.corpus, [args.eval_split], args.languages), "asr/dev", **limits)
     held_out = with_targets(held_out, args.targets, args.romanization_cache)
-    model = build_model(args, tokenizer)
+    model = build_model(args, tokenizer, augmentation)
+    unfit = ctc_unfit_utterances(train, tokenizer, model, extractor)
+    if unfit:
+        logger.warning("CTC cannot fit %d of %d training utterances (more labels than encoder frames; their CTC loss "
+                       "is zeroed), e.g. %s", len(unfit), len(train), unfit[:3])  # fmt: skip
     trainer = StageTrainer(
-        training, model, train, SpeechCollator(extractor, tokenizer), asr_loss,
+        training, model, train,
+        SpeechCollator(extractor, tokenizer, augmentation=augmentation.audio_augmentation(training.seed)), asr_loss,
         evaluate=dev_metrics(held_out, SpeechCollator(extractor, tokenizer), tokenizer, training.max_seconds_per_batch),
-        stage_name="asr", hyperparameters=arguments_to_dict(args),
+        stage_name="asr", hyperparameters=arguments_to_dict(args, augmentation),
     )  # fmt: skip
     result = trainer.train()
     if args.lora_rank:
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
     trainer.save_final(extractor, tokenizer, metrics={
-        **result.to_dict(), "train_utterances": len(train), "vocab_size": len(tokenizer),
+        **result.to_dict(), "train_utterances": len(train), "ctc_unfit_utterances": len(unfit),
+        "vocab_size": len(tokenizer),
         "data_skips": dict(train_report.counts),
     })  # fmt: skip
     return result

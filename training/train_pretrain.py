@@ -5,6 +5,7 @@
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -15,10 +16,12 @@ from avalign.modeling import (
     FastConformerConfig,
     FastConformerForMaskedTokenPrediction,
     FastConformerMaskedTokenPredictionConfig,
+    stack_frames,
 )
 from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits
 from avalign.training.data import DurationBucketSampler, SpeechCollator
-from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments, setup_logging
+from avalign.training.trainer import AugmentationArguments, StageArguments, StageTrainer
+from avalign.training.trainer import arguments_to_dict, parse_arguments, setup_logging
 
 logger = logging.getLogger("avalign")
 
@@ -30,27 +33,55 @@ class PretrainArguments:
     eval_split: str = "dev"
     languages: list[str] | None = None
     encoder_preset: str = "demo"
+    subsampling_factor: int | None = field(default=None, metadata={"help": "override the preset's (4 or 8)"})
     init_encoder: str | None = field(default=None, metadata={"help": "start from this encoder (Parakeet, .nemo, avalign)"})
     codebook_size: int = 8192
     codebook_dim: int = 16
     num_codebooks: int = 1
     mask_probability: float = 0.01
     mask_block_size: int = 40
+    quantizer: str = field(default="random_projection", metadata={
+        "help": "random_projection (BEST-RQ) or kmeans (HuBERT's first iteration: centroids of the training speech)"})
+    kmeans_utterances: int = field(default=500, metadata={"help": "utterances the k-means quantizer is fitted on"})
     min_seconds: float = 0.3
     max_seconds: float = 30.0
 
 
 def build_model(args: PretrainArguments) -> FastConformerForMaskedTokenPrediction:
     encoder = initial_encoder(args.init_encoder) if args.init_encoder else None
-    encoder_config = encoder.config if encoder is not None else FastConformerConfig.from_preset(args.encoder_preset)
+    if encoder is not None:
+        encoder_config = encoder.config
+    else:
+        overrides = {"subsampling_factor": args.subsampling_factor} if args.subsampling_factor else {}
+        encoder_config = FastConformerConfig.from_preset(args.encoder_preset, **overrides)
     config = FastConformerMaskedTokenPredictionConfig(
-        encoder_config=encoder_config.to_dict(), codebook_size=args.codebook_size, codebook_dim=args.codebook_dim,
+        encoder_config=AugmentationArguments().encoder_config(encoder_config),  # masking is the task: no SpecAugment
+        codebook_size=args.codebook_size, codebook_dim=args.codebook_dim,
         num_codebooks=args.num_codebooks, mask_probability=args.mask_probability, mask_block_size=args.mask_block_size,
+        quantizer=args.quantizer,
     )  # fmt: skip
     model = FastConformerForMaskedTokenPrediction(config)
     if encoder is not None:
         model.load_encoder_state(encoder)
     return model
+
+
+def fit_kmeans_quantizer(model, dataset, collator, num_utterances: int, seed: int) -> None:
+    """Fit the k-means quantizer on the stacked frames of `num_utterances` random training utterances."""
+    rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_utterances].tolist()
+    factor, frames = model.config.encoder_config.subsampling_factor, []
+    for start in range(0, len(rows), 32):
+        batch = collator([dataset[i] for i in rows[start : start + 32]])
+        if batch is None:
+            continue
+        lengths = model.encoder.encoder_lengths(batch["attention_mask"].bool())
+        stacked = stack_frames(batch["input_features"], factor, int(lengths.max()))  # (B, T', F * S)
+        frames.append(stacked[torch.arange(stacked.shape[1])[None] < lengths[:, None]])
+    frames = torch.cat(frames)
+    started = time.perf_counter()
+    model.quantizer.fit(frames)
+    logger.info("k-means quantizer: %d codes fitted on %d frames of %d utterances in %.1f s",
+                model.config.codebook_size, len(frames), len(rows), time.perf_counter() - started)  # fmt: skip
 
 
 def masked_prediction_loss(model, batch):
@@ -92,8 +123,11 @@ def main(argv=None):
     held_out, _ = clean(load_splits(args.corpus, [args.eval_split], args.languages), "pretrain/eval",
                         min_seconds=args.min_seconds, max_seconds=args.max_seconds)  # fmt: skip
     collator = SpeechCollator(extractor)
+    model = build_model(args)
+    if args.quantizer == "kmeans":
+        fit_kmeans_quantizer(model, train, collator, args.kmeans_utterances, training.seed)
     trainer = StageTrainer(
-        training, build_model(args), train, collator, masked_prediction_loss,
+        training, model, train, collator, masked_prediction_loss,
         evaluate=masked_prediction_metrics(held_out, SpeechCollator(extractor), training.max_seconds_per_batch),
         stage_name="pretrain", hyperparameters=arguments_to_dict(args),
     )  # fmt: skip
