@@ -17,11 +17,13 @@ def smoke_run(tmp_path_factory):
 
 def test_every_stage_leaves_its_model_and_metrics(smoke_run):
     output_dir, results = smoke_run
-    for stage in ["pretrain", "align", "asr/aligned-f1.0", "asr/baseline-f1.0", "asr/aligned-f0.25"]:
+    stages = ["pretrain", "align", "asr/aligned-f1.0", "asr/baseline-f1.0", "asr/aligned-f0.25", "asr/scratch-f0.25"]
+    for stage in stages:
         folder = output_dir / stage
         assert (folder / "model.safetensors").is_file() and (folder / "metrics.json").is_file(), stage
     assert (output_dir / "asr/aligned-f1.0/tokenizer.json").is_file()
-    assert set(results["timings_seconds"]) >= {"corpus", "teacher", "pretrain", "align", "evaluate/f1.0"}
+    assert set(results["timings_seconds"]) >= {"corpus", "teacher", "pretrain", "align", "scratch", "evaluate/f1.0"}
+    assert not (output_dir / "asr/scratch-f1.0").exists()  # the smoke preset runs the scratch control at 0.25 only
 
 
 def test_results_follow_the_schema(smoke_run):
@@ -39,16 +41,33 @@ def test_results_follow_the_schema(smoke_run):
     assert comparison["ci_low"] <= comparison["difference"] <= comparison["ci_high"]
     assert 0 < comparison["p_value"] <= 1
     assert set(results["align"]["recall_before"]) >= {"recall@1", "recall@5"}
+    scratch = results["scratch_comparison"]["0.25"]["test"]["ctc"]["overall"]  # baseline - scratch: does stage 1 help?
+    assert set(scratch) >= {"baseline", "scratch", "difference", "ci_low", "ci_high", "p_value"}
+    assert set(results["asr"]["scratch"]) == {"0.25"} and "1.0" not in results["scratch_comparison"]
+    assert results["asr"]["aligned"]["1.0"]["test"]["tdt"]["overall"]["distinct_hypotheses"] >= 1
+    curves = results["learning_curves"]
+    assert "masked_accuracy" in curves["pretrain"][-1] and "recall@1" in curves["align"][-1]
+    assert "ctc_cer" in curves["asr/scratch-f0.25"][-1]
+    assert results["asr_training"]["baseline-f0.25"]["ctc_unfit_utterances"] >= 0
+    examples = results["examples"]["1.0"]["test"]["tdt"]
+    assert {example["language"] for example in examples} == {"hi", "en"} and {"aligned", "baseline"} <= set(examples[0])
+    retrieval = results["align"]["retrieval_examples"]
+    assert {example["language"] for example in retrieval} == {"hi", "en"}
+    top_k = min(3, results["align"]["recall_after"]["num_images"])
+    assert all(example["image_id"].startswith("test-") and len(example["top_images"]) == top_k for example in retrieval)
     assert results["teacher"]["teacher_calls"] == results["teacher"]["unique_images"]
 
 
 def test_report_has_the_run_summary_tables_and_plots(smoke_run):
     output_dir, _ = smoke_run
     report = (output_dir / "report.md").read_text()
-    for heading in ("## Corpus", "## Wall time per stage", "test_ood · tdt decoding · fine-tuning fraction 0.25"):
+    for heading in ("## Targets", "## Corpus", "## Stage 3 training", "## Wall time per stage",
+                    "test_ood · tdt decoding · fine-tuning fraction 0.25", "## Example transcripts"):
         assert heading in report
-    assert (output_dir / "plots/per_language.png").stat().st_size > 1000
-    assert (output_dir / "plots/wer_vs_fraction.png").stat().st_size > 1000
+    assert "Δ CER (baseline − scratch)" in report and "stage 1 helps" in report and "distinct hypotheses" in report
+    assert "The paper's direction" in report
+    for plot in ("per_language", "wer_vs_fraction", "learning_curves", "retrieval_examples"):
+        assert (output_dir / f"plots/{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report
 
 
 def test_a_second_run_skips_finished_stages(smoke_run, caplog):

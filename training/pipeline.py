@@ -22,15 +22,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate.utils import set_seed
 from datasets import load_from_disk
 
+from avalign.modeling import FastConformerModel, load_encoder
 from avalign.training import deromanize, evaluate_asr, synth, teacher, train_align, train_asr, train_pretrain
 from avalign.training.corpus import load_splits, with_targets
+from avalign.training.data import load_image
 from avalign.training.metrics import compare, score
-from avalign.training.report import write_report, zero_shot_table
+from avalign.training.report import (
+    COMPARISON_KINDS,
+    distinct_table,
+    examples_section,
+    plot_learning_curves,
+    plot_retrieval_examples,
+    targets_section,
+    write_report,
+    zero_shot_table,
+)
 from avalign.training.trainer import setup_logging
 
 logger = logging.getLogger("avalign")
@@ -42,7 +54,10 @@ STAGE_SCRIPTS = {"pretrain": train_pretrain, "align": train_align, "asr": train_
 class PipelinePreset:
     corpus: str  # synth preset
     teacher_steps: int
+    languages: tuple[str, ...] = synth.LANGUAGES  # --languages overrides
     fractions: tuple[float, ...] = (0.1, 0.25, 1.0)
+    scratch_fractions: tuple[float, ...] = ()  # the scratch control (stage 3 from a random encoder) runs at these
+    asr_max_steps: dict[float, int] = field(default_factory=dict)  # stage-3 steps per fraction (else the config's)
     eval_splits: tuple[str, ...] = ("test", "test_ood")
     bootstrap_resamples: int = 1000
     zero_shot_languages: tuple[str, ...] = ()  # with --targets roman: each is held out of fine-tuning in turn
@@ -50,12 +65,20 @@ class PipelinePreset:
 
 
 PRESETS = {
-    "smoke": PipelinePreset(corpus="smoke", teacher_steps=20, fractions=(0.25, 1.0), bootstrap_resamples=200,
-                            zero_shot_languages=("hi", "en"), transliterator_steps=60),
-    "demo": PipelinePreset(corpus="demo", teacher_steps=300, zero_shot_languages=("bn", "te", "pa")),
-    "full": PipelinePreset(corpus="full", teacher_steps=2000, zero_shot_languages=synth.LANGUAGES,
-                           transliterator_steps=3000),
-}
+    "smoke": PipelinePreset(corpus="smoke", teacher_steps=20, fractions=(0.25, 1.0), scratch_fractions=(0.25,),
+                            bootstrap_resamples=200, zero_shot_languages=("hi", "en"), transliterator_steps=60),
+    # four languages in four scripts: what 2 CPU cores can train to recognise speech in ~30 minutes
+    "demo": PipelinePreset(corpus="demo", teacher_steps=2000, languages=("hi", "bn", "ta", "en"),
+                           scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 600},
+                           zero_shot_languages=("bn",)),
+    "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
+                           zero_shot_languages=synth.LANGUAGES, transliterator_steps=3000),
+}  # fmt: skip
+SYSTEMS = ("aligned", "baseline", "scratch")  # stage 3 from the stage-2, the stage-1 and a random encoder
+ALIGN_FIELDS = ("report_split", "recall_before", "recall_after", "retrieval_examples")
+ASR_TRAINING_FIELDS = ("train_utterances", "ctc_unfit_utterances", "vocab_size", "global_step", "train_seconds",
+                       "freeze_encoder_steps", "ctc_loss_weight", "spec_augment_time_masks", "speed_perturbation",
+                       "reverb_probability", "noise_probability")  # fmt: skip
 
 
 class Pipeline:
@@ -64,7 +87,7 @@ class Pipeline:
     def __init__(self, preset: str, output_dir: Path, languages=None, launcher: str | None = None, force=(),
                  targets: str = "native"):
         self.name, self.preset, self.output_dir, self.targets = preset, PRESETS[preset], output_dir, targets
-        self.languages, self.force = languages, set(force)
+        self.languages, self.force = tuple(languages or self.preset.languages), set(force)
         self.launcher = shlex.split(launcher) if launcher else None
         self.state_file = output_dir / "pipeline_state.json"
         self.timings = json.loads(self.state_file.read_text())["timings_seconds"] if self.state_file.exists() else {}
@@ -85,7 +108,7 @@ class Pipeline:
         argv = ["--config", str(CONFIGS / f"{config}_{self.name}.yaml"), "--resume", "true"]
         for key, value in arguments.items():
             argv += [f"--{key}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
-        if self.languages and "languages" not in arguments:
+        if "languages" not in arguments:
             argv += ["--languages", *self.languages]
         if self.launcher:
             subprocess.run([*self.launcher, STAGE_SCRIPTS[script].__file__, *argv], check=True)
@@ -113,10 +136,10 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     pipeline = Pipeline(preset, output_dir, languages, launcher, force, targets)
     spec = pipeline.preset
     corpus, teacher_dir, embeddings = output_dir / "corpus", output_dir / "teacher", output_dir / "embeddings"
-    pretrain, align = output_dir / "pretrain", output_dir / "align"
+    pretrain, align, scratch = output_dir / "pretrain", output_dir / "align", output_dir / "scratch"
 
     pipeline.stage("corpus", corpus / "stats.json", lambda: synth.write_corpus(
-        corpus, preset=spec.corpus, languages=tuple(languages or synth.LANGUAGES)))  # fmt: skip
+        corpus, preset=spec.corpus, languages=pipeline.languages))  # fmt: skip
     pipeline.stage("teacher", embeddings / "counters.json",
                    lambda: stage_teacher(corpus, teacher_dir, embeddings, spec.teacher_steps))  # fmt: skip
     pipeline.stage("pretrain", pretrain / "metrics.json", lambda: pipeline.train(
@@ -124,24 +147,40 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     pipeline.stage("align", align / "metrics.json", lambda: pipeline.train(
         "align", "align", corpus=corpus, init_encoder=pretrain, teacher=teacher_dir, embeddings_dir=embeddings,
         output_dir=align))  # fmt: skip
-    encoders = {"aligned": align, "baseline": pretrain}
+    if spec.scratch_fractions:
+        pipeline.stage("scratch", scratch / "config.json", lambda: stage_scratch(pretrain, scratch))
+    encoders = {"aligned": align, "baseline": pretrain, "scratch": scratch}
     cache = output_dir / "romanization.json"  # uroman output of every transcript, shared by all roman stages
     for fraction in spec.fractions:
-        for system, encoder in encoders.items():
-            name = fraction_dir(system, fraction, targets)
-            pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", lambda e=encoder, n=name, x=fraction: pipeline.train(
+        for system in systems_at(spec, fraction):
+            encoder, name = encoders[system], fraction_dir(system, fraction, targets)
+            train = lambda e=encoder, n=name, x=fraction, s=system: pipeline.train(  # noqa: E731
                 "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
-                targets=targets, romanization_cache=cache))  # fmt: skip
+                targets=targets, romanization_cache=cache, **asr_overrides(spec, x, s))  # fmt: skip
+            pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
     for fraction in spec.fractions:
         folder = output_dir / "eval" / fraction_dir("", fraction, targets)
         pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
             output_dir, corpus, f, x, spec, targets, cache))  # fmt: skip
     if targets == "roman":
-        run_zero_shot(pipeline, corpus, encoders, cache)
+        run_zero_shot(pipeline, corpus, {system: encoders[system] for system in ("aligned", "baseline")}, cache)
     results = collect_results(pipeline, output_dir)
-    paths = write_report(results, output_dir, preamble=run_summary(results), suffix=results_suffix(targets))
+    suffix = results_suffix(targets)
+    (output_dir / "plots").mkdir(exist_ok=True)
+    plot_learning_curves(results["learning_curves"], output_dir / "plots" / f"learning_curves{suffix}.png")
+    if results["align"]["retrieval_examples"]:
+        plot_retrieval_examples(results["align"]["retrieval_examples"], corpus_images(corpus),
+                                output_dir / "plots" / "retrieval_examples.png")  # fmt: skip
+    paths = write_report(results, output_dir, preamble=run_summary(results, suffix),
+                         postscript="\n".join(examples_section(results)), suffix=suffix)  # fmt: skip
     logger.info("report: %s", paths[0])
     return results
+
+
+def corpus_images(corpus: Path) -> dict:
+    """{image_id: PIL image} of the held-out splits' images (for the retrieval examples)."""
+    dataset = load_splits(str(corpus), ["dev", "test"]).select_columns(["image_id", "image"])
+    return {row["image_id"]: load_image(row["image"], row["image_id"]) for row in dataset if row["image_id"]}
 
 
 def results_suffix(targets: str) -> str:
@@ -157,11 +196,35 @@ def stage_teacher(corpus: Path, teacher_dir: Path, embeddings: Path, steps: int)
     (embeddings / "counters.json").write_text(json.dumps({**cache.counters(), **metrics}, indent=2))
 
 
+def asr_overrides(spec: PipelinePreset, fraction: float, system: str) -> dict:
+    """Stage-3 settings that differ from the config file: the preset's steps for this fraction, and no head warm-up
+    for the scratch control (freezing a random encoder would only handicap it)."""
+    overrides = {"max_steps": spec.asr_max_steps[fraction]} if fraction in spec.asr_max_steps else {}
+    return overrides | ({"freeze_encoder_steps": 0} if system == "scratch" else {})
+
+
+def systems_at(spec: PipelinePreset, fraction: float) -> tuple[str, ...]:
+    """The stage-3 systems trained at `fraction`: aligned and baseline, and the scratch control where the preset
+    runs it."""
+    return SYSTEMS if fraction in spec.scratch_fractions else SYSTEMS[:2]
+
+
+def stage_scratch(pretrain: Path, scratch: Path, seed: int = 0) -> None:
+    """The scratch control's encoder: stage 1's architecture with random weights (and no training)."""
+    set_seed(seed)
+    FastConformerModel(load_encoder(pretrain)[0].config).save_pretrained(scratch)
+
+
 def stage_evaluate(output_dir: Path, corpus: Path, folder: Path, fraction: float, spec: PipelinePreset,
                    targets: str = "native", cache: Path | None = None) -> None:
-    models = {system: output_dir / "asr" / fraction_dir(system, fraction, targets) for system in ("aligned", "baseline")}
+    systems = systems_at(spec, fraction)
+    models = {system: output_dir / "asr" / fraction_dir(system, fraction, targets) for system in systems}
+    comparisons = {"comparison": ("aligned", "baseline")}  # does alignment help?
+    if "scratch" in systems:
+        comparisons["scratch_comparison"] = ("baseline", "scratch")  # does stage 1 help?
     results = evaluate_asr.evaluate_models(models, corpus, folder, splits=spec.eval_splits, fraction=fraction,
-                                           num_resamples=spec.bootstrap_resamples, romanization_cache=cache)  # fmt: skip
+                                           num_resamples=spec.bootstrap_resamples, romanization_cache=cache,
+                                           comparisons=comparisons)  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
 
@@ -169,7 +232,7 @@ def run_zero_shot(pipeline: Pipeline, corpus: Path, encoders: dict, cache: Path)
     """Language-agnostic ASR: for each held-out language, fine-tune (roman targets) on every other language, then
     recognise the held-out one; a de-romanizer trained on text alone returns its native script."""
     output_dir, spec = pipeline.output_dir, pipeline.preset
-    languages = pipeline.languages or list(synth.LANGUAGES)
+    languages = pipeline.languages
     deromanizer_dir = output_dir / "deromanizer"
     pipeline.stage("deromanizer", deromanizer_dir / "metrics.json", lambda: deromanize.train_transliterator(
         deromanize.corpus_pairs(load_from_disk(str(corpus)), cache), deromanizer_dir,
@@ -239,15 +302,26 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         "corpus": stats,
         "teacher": counters,
         "pretrain": read(output_dir / "pretrain" / "metrics.json").get("eval_metrics", {}),
-        "align": {"recall_before": align.get("recall_before"), "recall_after": align.get("recall_after")},
+        "align": {key: align.get(key) for key in ALIGN_FIELDS},
+        "asr_training": {},
+        "learning_curves": {stage: read(output_dir / stage / "metrics.json").get("eval_history", [])
+                            for stage in ("pretrain", "align")},
         "asr": {},
-        "comparison": {},
-    }
-    for fraction in pipeline.preset.fractions:
-        evaluation = read(output_dir / "eval" / fraction_dir("", fraction, pipeline.targets) / "results.json")
+        "examples": {},
+        **{kind: {} for kind in COMPARISON_KINDS},
+    }  # fmt: skip
+    spec, targets = pipeline.preset, pipeline.targets
+    for name in (fraction_dir(system, f, targets) for f in spec.fractions for system in systems_at(spec, f)):
+        metrics = read(output_dir / "asr" / name / "metrics.json")
+        results["learning_curves"][f"asr/{name}"] = metrics.get("eval_history", [])
+        settings = metrics.get("hyperparameters", {})
+        results["asr_training"][name] = {key: metrics.get(key, settings.get(key)) for key in ASR_TRAINING_FIELDS}
+    for fraction in spec.fractions:
+        evaluation = read(output_dir / "eval" / fraction_dir("", fraction, targets) / "results.json")
         for system, by_fraction in evaluation.get("asr", {}).items():
             results["asr"].setdefault(system, {}).update(by_fraction)
-        results["comparison"].update(evaluation.get("comparison", {}))
+        for kind in ("examples", *COMPARISON_KINDS):
+            results[kind].update(evaluation.get(kind, {}))
     results["targets"] = pipeline.targets
     zero_shot = {folder.name.removeprefix("zeroshot-"): read(folder / "results.json")
                  for folder in sorted((output_dir / "eval").glob("zeroshot-*"))}  # fmt: skip
@@ -271,10 +345,12 @@ def stage_timings(timings: dict, targets: str) -> dict:
     return {stage: seconds for stage, seconds in timings.items() if report_of(stage) in ("both", targets)}
 
 
-def run_summary(results: dict) -> str:
-    """The report's first part: the corpus, stage 0-2 metrics and each stage's wall time."""
+def run_summary(results: dict, suffix: str = "") -> str:
+    """The report's first part: the targets, the corpus, stage 0-2 metrics and learning curves, stage-3 training and
+    each stage's wall time."""
     lines = [f"# avalign pipeline · preset `{results['preset']}`", "",
              f"Languages: {', '.join(results['languages'] or [])}. Fine-tuning fractions: {results['fractions']}.", "",
+             *targets_section(results),
              "## Corpus", "", "| split | utterances | hours | images |", "|---|---:|---:|---:|"]  # fmt: skip
     for split, by_language in results["corpus"].get("splits", {}).items():
         total = by_language["all"]
@@ -286,9 +362,28 @@ def run_summary(results: dict) -> str:
               f"image->caption recall@1 {percent(teacher_metrics.get('caption_recall_at_1'))} "
               f"(chance {percent(teacher_metrics.get('chance_recall_at_1'))})",
               f"- stage 1 held-out masked-token accuracy: {percent(results['pretrain'].get('masked_accuracy'))}",
-              f"- stage 2 audio->image retrieval on held-out images: before {retrieval(align['recall_before'])}; "
-              f"after {retrieval(align['recall_after'])}", "",
-              "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]  # fmt: skip
+              f"- stage 2 audio->image retrieval on held-out images ({align['report_split']}): before "
+              f"{retrieval(align['recall_before'])}; after {retrieval(align['recall_after'])}", "",
+              f"![dev learning curves](plots/learning_curves{suffix}.png)", ""]  # fmt: skip
+    if align["retrieval_examples"]:
+        lines += ["Audio → image retrieval after alignment: held-out clips, their prompt image and the images the "
+                  "audio embedding ranks first (green: the prompt image):", "",
+                  "![retrieval examples](plots/retrieval_examples.png)", ""]  # fmt: skip
+    columns = {"utterances": "train_utterances", "vocabulary": "vocab_size", "CTC cannot fit": "ctc_unfit_utterances",
+               "steps": "global_step", "head warm-up": "freeze_encoder_steps", "SpecAugment time masks":
+               "spec_augment_time_masks", "speed ±": "speed_perturbation", "reverb p": "reverb_probability",
+               "noise p": "noise_probability"}  # fmt: skip
+    lines += ["## Stage 3 training", "", "| run | " + " | ".join(columns) + " | seconds |",
+              "|---|" + "---:|" * (len(columns) + 1)]  # fmt: skip
+    for name, run in results["asr_training"].items():
+        lines.append(f"| {name} | " + " | ".join(str(run[key]) for key in columns.values())
+                     + f" | {run['train_seconds'] or 0:.0f} |")  # fmt: skip
+    if any(t.get("reverb_probability") or t.get("noise_probability") for t in results["asr_training"].values()):
+        lines += ["", "Stage 3 adds reverberation and white noise to its training audio: the kinds of degradation "
+                  "`test_ood` is made of (drawn independently), so `test_ood` measures unseen voices and sentence "
+                  "templates under degradations of a familiar kind (docs/experiments.md, finding 10)."]  # fmt: skip
+    lines += ["", "Distinct hypotheses / distinct references on the test sets (1 / N: the same text for every clip):",
+              "", *distinct_table(results), "", "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {stage} | {seconds} |" for stage, seconds in results["timings_seconds"].items()]
     lines.append(f"| **total** | {sum(results['timings_seconds'].values()):.1f} |")
     if results.get("zero_shot"):

@@ -19,6 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 COMPARISON_FIELDS = ("metric", "difference", "ci_low", "ci_high", "p_value")
+# the paired bootstraps results.json may hold: aligned - baseline (does alignment help?) and baseline - scratch (does
+# stage 1 help? scratch = stage 3 from a randomly initialised encoder)
+COMPARISON_KINDS = ("comparison", "scratch_comparison")
 SIGNIFICANCE_LEVEL = 0.05
 
 
@@ -43,9 +46,10 @@ def compared_systems(entry: Mapping) -> list[str]:
     return [key for key in entry if key not in COMPARISON_FIELDS]
 
 
-def comparison_for(results: Mapping, fraction: str, split: str, decoding: str) -> dict:
-    """{group: entry} of one fraction, split and decoding; {} when the results compare nothing there."""
-    return results.get("comparison", {}).get(fraction, {}).get(split, {}).get(decoding, {})
+def comparison_for(results: Mapping, fraction: str, split: str, decoding: str, kind: str = "comparison") -> dict:
+    """{group: entry} of one fraction, split and decoding; {} when the results compare nothing there. `kind`: one of
+    `COMPARISON_KINDS`."""
+    return results.get(kind, {}).get(fraction, {}).get(split, {}).get(decoding, {})
 
 
 def runs_for(results: Mapping, fraction: str) -> dict[str, dict]:
@@ -81,9 +85,10 @@ def groups_of(scores: Mapping[str, Mapping]) -> list[str]:
 def table(results: Mapping, fraction: str, split: str, decoding: str) -> str:
     """One Markdown table: a row per language, then the overall row."""
     scores = scores_for(runs_for(results, fraction), split, decoding)
-    comparison = comparison_for(results, fraction, split, decoding)
+    comparisons = [comparison for kind in COMPARISON_KINDS
+                   if (comparison := comparison_for(results, fraction, split, decoding, kind))]  # fmt: skip
     header = ["language", "utterances"] + [f"{system} {metric}" for system in scores for metric in ("WER", "CER")]
-    if comparison:
+    for comparison in comparisons:
         a, b = compared_systems(comparison["overall"])
         header += [f"Δ {comparison['overall']['metric'].upper()} ({a} − {b}) [95 % CI]", "p"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
@@ -92,12 +97,10 @@ def table(results: Mapping, fraction: str, split: str, decoding: str) -> str:
         num_utterances = max(row["num_utterances"] for row in rows if row)
         cells = [f"**{group}**" if group == "overall" else group, str(num_utterances)]
         cells += [percent(row[metric]) if row else "–" for row in rows for metric in ("wer", "cer")]
-        if comparison and group in comparison:
-            entry = comparison[group]
+        for comparison in comparisons:
+            entry = comparison.get(group)
             cells += [f"{percent(entry['difference'])} [{percent(entry['ci_low'])}, {percent(entry['ci_high'])}]",
-                      p_value_text(entry["p_value"])]  # fmt: skip
-        elif comparison:
-            cells += ["–", "–"]
+                      p_value_text(entry["p_value"])] if entry else ["–", "–"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -201,9 +204,12 @@ def plot_wer_vs_fraction(results: Mapping, path: str | Path, decoding: str | Non
     plt.close(figure)
 
 
-def write_report(results: Mapping, output_dir: str | Path, preamble: str = "", suffix: str = "") -> list[Path]:
-    """OUTPUT_DIR/report{suffix}.md (`preamble`, the tables and the figures) and OUTPUT_DIR/plots/*{suffix}.png;
-    returns the paths. A suffix ("-roman") keeps a second report of the same run next to the first."""
+def write_report(
+    results: Mapping, output_dir: str | Path, preamble: str = "", suffix: str = "", postscript: str = ""
+) -> list[Path]:
+    """OUTPUT_DIR/report{suffix}.md (`preamble`, the tables, the figures, `postscript`) and
+    OUTPUT_DIR/plots/*{suffix}.png; returns the paths. A suffix ("-roman") keeps a second report of the same run next
+    to the first."""
     output_dir = Path(output_dir)
     (output_dir / "plots").mkdir(parents=True, exist_ok=True)
     names = ("per_language", "wer_vs_fraction")
@@ -214,7 +220,7 @@ def write_report(results: Mapping, output_dir: str | Path, preamble: str = "", s
     report.write_text(
         preamble + "# ASR evaluation\n\n" + markdown_tables(results)
         + f"\n![per-language error rates]({per_language})\n\n![error rate against the fine-tuning fraction]"
-        f"({versus_fraction})\n",
+        f"({versus_fraction})\n" + (f"\n{postscript}\n" if postscript else ""),
         encoding="utf-8",
     )  # fmt: skip
     return [report, output_dir / per_language, output_dir / versus_fraction]
@@ -241,4 +247,168 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
             for script in ("roman", "native"):
                 cells = [example.get(f"{key}_{script}", "") for key in ("reference", "aligned", "baseline")]
                 lines.append(f"| {language} | {example['utterance_id']} | {script} | " + " | ".join(cells) + " |")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------- the pipeline's report
+# The demo's targets (issue 11): what a run must show for its comparison to mean something.
+TARGETS = {
+    "in_domain_cer": 0.20,  # stage 3, aligned and baseline, largest fraction, test, TDT and CTC
+    "out_of_domain_cer": 0.35,  # the same on test_ood
+    "distinct_ratio": 0.5,  # every system writes >= this many distinct hypotheses per distinct reference
+    "recall_over_chance": 10.0,  # stage 2: held-out audio -> image recall@1 over chance
+    "audio_spread": 0.3,  # stage 2: the audio embeddings do not collapse
+    "wall_minutes": 30.0,  # the whole run
+}
+
+
+def target_checks(results: Mapping) -> list[tuple[str, str, bool]]:
+    """[(target, what was measured, met?)] for the run's results (the pipeline's results.json)."""
+    checks = []
+    keys = fractions(results)
+    largest = keys[-1]
+    for system in ("aligned", "baseline"):
+        for split, limit in (("test", TARGETS["in_domain_cer"]), ("test_ood", TARGETS["out_of_domain_cer"])):
+            for decoding in ("tdt", "ctc"):
+                scores = results["asr"].get(system, {}).get(largest, {}).get(split, {}).get(decoding)
+                cer = scores["overall"]["cer"] if scores else None
+                checks.append((f"{system} f{largest} {split} {decoding.upper()} CER <= {percent(limit)} %",
+                               "not run" if cer is None else f"{percent(cer)} %", cer is not None and cer <= limit))
+    ratios = [(scores["overall"]["distinct_hypotheses"] / max(scores["overall"]["distinct_references"], 1),
+               f"{system} f{key} {split} {decoding}")
+              for system, runs in results["asr"].items() for key, splits in runs.items()
+              for split, decodings in splits.items() for decoding, scores in decodings.items()]  # fmt: skip
+    worst = min(ratios, default=None)
+    if worst:
+        checks.append((f"every system writes utterance-specific text (distinct hypotheses >= "
+                       f"{TARGETS['distinct_ratio']:.0%} of distinct references)",
+                       f"lowest ratio {worst[0]:.2f} ({worst[1]})", worst[0] >= TARGETS["distinct_ratio"]))  # fmt: skip
+    for key in keys:
+        for split in splits_of(runs_for(results, key)):
+            for decoding in ("tdt", "ctc"):
+                entry = comparison_for(results, key, split, decoding, "scratch_comparison").get("overall")
+                if entry:
+                    target = f"stage 1 helps: baseline − scratch CER < 0, 95 % CI, f{key} {split} {decoding.upper()}"
+                    checks.append((target, difference_text(entry), entry["ci_high"] < 0))
+    after = (results.get("align") or {}).get("recall_after") or {}
+    if after:
+        chance = 1 / max(after["num_images"], 1)
+        checks.append((f"stage 2 aligns: recall@1 >= {TARGETS['recall_over_chance']:.0f}x chance",
+                       f"{percent(after['recall@1'])} % = {after['recall@1'] / chance:.1f}x chance "
+                       f"({after['num_images']} images)", after["recall@1"] >= TARGETS["recall_over_chance"] * chance))
+        checks.append((f"stage 2 audio embedding spread >= {TARGETS['audio_spread']}", f"{after['audio_spread']:.3f}",
+                       after["audio_spread"] >= TARGETS["audio_spread"]))  # fmt: skip
+    minutes = sum(results.get("timings_seconds", {}).values()) / 60
+    checks.append((f"wall time <= {TARGETS['wall_minutes']:.0f} min (stages of this report)", f"{minutes:.1f} min",
+                   minutes <= TARGETS["wall_minutes"]))  # fmt: skip
+    return checks
+
+
+def difference_text(entry: Mapping) -> str:
+    """"-12.3 [-15.0, -9.8] pp, p <0.001" from a comparison entry."""
+    return (f"{100 * entry['difference']:+.1f} [{100 * entry['ci_low']:+.1f}, {100 * entry['ci_high']:+.1f}] pp, "
+            f"p {p_value_text(entry['p_value'])}")
+
+
+def targets_section(results: Mapping) -> list[str]:
+    lines = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for target, measured, met in target_checks(results):
+        lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+    return lines + ["", *alignment_verdict(results), ""]
+
+
+def alignment_verdict(results: Mapping) -> list[str]:
+    """Whether the paper's direction appears: aligned better than baseline (CER, interval below 0), per fraction and
+    split, TDT and CTC; said plainly either way."""
+    lines = ["Aligned − baseline, CER (negative: alignment helps), paired bootstrap over utterances:", ""]
+    for key in fractions(results):
+        for split in splits_of(runs_for(results, key)):
+            for decoding in ("tdt", "ctc"):
+                entry = comparison_for(results, key, split, decoding).get("overall")
+                if entry:
+                    verdict = ("aligned better" if entry["ci_high"] < 0 else "baseline better" if entry["ci_low"] > 0
+                               else "no significant difference")  # fmt: skip
+                    lines.append(f"- f{key} {split} {decoding.upper()}: {difference_text(entry)}: {verdict}")
+    smallest = fractions(results)[0]
+    entries = [comparison_for(results, smallest, "test_ood", d).get("overall") for d in ("tdt", "ctc")]
+    shown = all(entry and entry["ci_high"] < 0 for entry in entries)
+    lines += ["", f"The paper's direction (aligned better at the smallest fraction, out of domain, both decodings) "
+              f"{'appears' if shown else 'does not appear'} in this run."]  # fmt: skip
+    return lines
+
+
+def plot_learning_curves(curves: Mapping, path: str | Path) -> None:
+    """Dev metrics against the training step: stage 1 masked-token accuracy, stage 2 recall@1, stage 3 CTC and TDT
+    CER of each system (curves: results["learning_curves"])."""
+    panels = [("pretrain", "masked_accuracy", "stage 1: masked-token accuracy (dev)"),
+              ("align", "recall@1", "stage 2: audio→image recall@1 (dev)"),
+              ("asr/", "ctc_cer", "stage 3: CTC CER (dev)"), ("asr/", "tdt_cer", "stage 3: TDT CER (dev)")]  # fmt: skip
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    for axis, (prefix, metric, title) in zip(axes, panels):
+        for name, history in curves.items():
+            points = [(entry["step"], 100 * entry[metric]) for entry in history if metric in entry]
+            if name.startswith(prefix) and points:
+                axis.plot(*zip(*points), marker=".", label=name.removeprefix("asr/"))
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.set_ylabel("%")
+        if axis.lines:
+            axis.legend(fontsize="x-small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_retrieval_examples(examples: list[Mapping], images: Mapping, path: str | Path) -> None:
+    """One row per held-out clip: its prompt image, then the images the aligned audio embedding ranks first (with
+    their cosine scores; a green frame marks the prompt image). images: {image_id: PIL image}."""
+    columns = 1 + max(len(example["top_images"]) for example in examples)
+    figure, axes = plt.subplots(len(examples), columns, figsize=(2.2 * columns, 2.4 * len(examples)), squeeze=False)
+    for row, example in enumerate(examples):
+        cells = [(example["image_id"], f"prompt ({example['language']})", None)]
+        ranked = enumerate(zip(example["top_images"], example["top_scores"]))
+        cells += [(image_id, f"#{rank + 1}  cos {score:.2f}", image_id == example["image_id"])
+                  for rank, (image_id, score) in ranked]
+        for axis, (image_id, title, correct) in zip(axes[row], cells):
+            axis.imshow(images[image_id])
+            axis.set_title(title, fontsize=8)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if correct:
+                for spine in axis.spines.values():
+                    spine.set(color="tab:green", linewidth=4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def distinct_table(results: Mapping) -> list[str]:
+    """Markdown lines: distinct hypotheses / distinct references of every system, fraction, split and decoding (a
+    system that writes one fixed string for every clip has 1)."""
+    columns = list(dict.fromkeys((split, decoding) for runs in results["asr"].values() for splits in runs.values()
+                                 for split, decodings in splits.items() for decoding in decodings))  # fmt: skip
+    lines = ["| system | " + " | ".join(f"{split} {decoding.upper()}" for split, decoding in columns) + " |",
+             "|---|" + "---:|" * len(columns)]  # fmt: skip
+    for key in fractions(results):
+        for system, splits in runs_for(results, key).items():
+            cells = [splits.get(split, {}).get(decoding, {}).get("overall") for split, decoding in columns]
+            lines.append(f"| {system} f{key} | " + " | ".join(
+                f"{c['distinct_hypotheses']} / {c['distinct_references']}" if c else "–" for c in cells) + " |")
+    return lines
+
+
+def examples_section(results: Mapping, per_table: int = 8) -> list[str]:
+    """Markdown tables: a few utterances per language as every system wrote them (TDT), next to the reference."""
+    lines = ["## Example transcripts", ""]
+    for key, by_split in results.get("examples", {}).items():
+        for split, by_decoding in by_split.items():
+            examples = by_decoding.get("tdt", [])[:per_table]
+            if not examples:
+                continue
+            systems = [name for name in examples[0] if name not in ("utterance_id", "language", "reference")]
+            lines += [f"### {split} · TDT · fraction {key}", "",
+                      "| language | reference | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
+            lines += [f"| {e['language']} | {e['reference']} | " + " | ".join(e[s] or "∅" for s in systems) + " |"
+                      for e in examples]  # fmt: skip
+            lines.append("")
     return lines
