@@ -69,7 +69,7 @@ PRESETS = {
                             bootstrap_resamples=200, zero_shot_languages=("hi", "en"), transliterator_steps=60),
     # four languages in four scripts: what 2 CPU cores can train to recognise speech in ~30 minutes
     "demo": PipelinePreset(corpus="demo", teacher_steps=2000, languages=("hi", "bn", "ta", "en"),
-                           scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 600},
+                           scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 800},
                            zero_shot_languages=("bn",)),
     "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
                            zero_shot_languages=synth.LANGUAGES, transliterator_steps=3000),
