@@ -43,9 +43,11 @@ def test_config_file_gives_defaults_and_flags_override(tmp_path):
 
 
 def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, tiny_encoder_dir, tmp_path):
-    # with SpecAugment on: its masks come from the random state the checkpoint restores
+    # with SpecAugment (masks from the random state the checkpoint restores) and waveform augmentation (drawn per
+    # seed, epoch and utterance) on
     steps = ["--max_steps", "10", "--save_steps", "3", "--eval_steps", "5", "--spec_augment_freq_masks", "2",
-             "--spec_augment_time_masks", "2"]  # fmt: skip
+             "--spec_augment_time_masks", "2", "--speed_perturbation", "0.1", "--reverb_probability", "0.5",
+             "--noise_probability", "0.5"]  # fmt: skip
     run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path / "straight", *steps))
 
     interrupted = tmp_path / "interrupted"
@@ -69,6 +71,7 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, ti
     assert metrics["eval_history"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["eval_history"]
     assert [entry["step"] for entry in metrics["eval_history"]] == [5, 10]  # the dev learning curve, kept on resume
     assert metrics["global_step"] == 10 and metrics["hyperparameters"]["spec_augment_time_masks"] == 2
+    assert metrics["hyperparameters"]["noise_probability"] == 0.5
     assert json.loads((interrupted / "config.json").read_text())["encoder_config"]["spec_augment_freq_masks"] == 2
 
 
