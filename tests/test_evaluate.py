@@ -2,6 +2,10 @@
 
 import copy
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jiwer
 import numpy as np
@@ -11,10 +15,10 @@ from datasets import load_from_disk
 from transformers import ParakeetFeatureExtractor
 
 from avalign.modeling import FastConformerConfig, FastConformerCTCTDTConfig, FastConformerForCTCTDT, train_tokenizer
-from avalign.training import evaluate_asr, report
+from avalign.training import asr_error_rates, evaluate_asr, report
 from avalign.training.corpus import load_splits
 from avalign.training.data import SkipReport
-from avalign.training.metrics import compare, normalize_transcript, paired_bootstrap, resample_counts, score
+from avalign.training.metrics import asr_metric, compare, normalize_transcript, paired_bootstrap, resample_counts, score
 
 LANGUAGES = ["hi", "en"]  # of the session's smoke corpus (tests/conftest.py)
 SYSTEMS = ("aligned", "baseline")
@@ -124,6 +128,29 @@ def test_score_normalises_both_sides_and_counts_empty_references_as_insertions()
     assert score(records(["", "a"], ["b c", "a"]))["overall"]["wer"] == 2.0  # 2 insertions over 1 reference word
     with pytest.raises(ValueError, match="every reference is empty"):
         score(records(["", "."], ["a", "b"]))
+
+
+def test_metric_module_loads_offline_by_path_and_agrees_with_score(tmp_path):
+    """The `evaluate` module alone (a fresh process, Hub offline, an empty cache): the same figures as `score`."""
+    references, hypotheses, languages = ["a b c", "d e", "यह घर है।"], ["a x c d", "d", "यह  घर, है"], ["en", "hi", "hi"]
+    script = textwrap.dedent(f"""
+        import json, evaluate
+        metric = evaluate.load({asr_error_rates.__file__!r})
+        print(json.dumps(metric.compute(predictions={hypotheses!r}, references={references!r}, languages={languages!r})))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    computed = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = score([record for reference, hypothesis, language in zip(references, hypotheses, languages)
+                      for record in records([reference], [hypothesis], language, language)])  # fmt: skip
+    assert computed["wer"] == expected["overall"]["wer"] == 3 / 8 and computed["num_utterances"] == 3
+    assert computed["cer"] == expected["overall"]["cer"]
+    for language, rates in computed["per_language"].items():
+        assert {key: rates[key] for key in ("wer", "cer")} == {key: expected["per_language"][language][key]
+                                                              for key in ("wer", "cer")}  # fmt: skip
+    with pytest.raises(ValueError, match="one entry per utterance"):
+        asr_metric().compute(predictions=["a"], references=["a"], languages=["en", "hi"])
 
 
 # ------------------------------------------------------------------------------------------------------ bootstrap

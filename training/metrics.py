@@ -1,21 +1,8 @@
-"""ASR scoring: text normalisation, corpus-level WER / CER per language, paired bootstrap between two systems.
+"""ASR scoring: corpus-level WER / CER per language, paired bootstrap between two systems.
 
-Normalisation, applied alike to the reference and the hypothesis before scoring (`normalize_transcript`):
-
-    1. lowercase;
-    2. every punctuation character (Unicode category P*: ".,?!'\"-" and the Devanagari danda "।" and double
-       danda "॥" among them) becomes a space, so "word,word" or "वाक्य।दूसरा" still splits into two words
-       (and "don't" into "don t", on both sides alike);
-    3. Unicode NFC (precomposed and decomposed spellings score the same), whitespace runs collapsed to one
-       space, leading and trailing spaces dropped (`loaders.normalize_text`).
-
-Combining marks (matras, viramas, nuktas: category M*) and the joiners ZWJ / ZWNJ (Cf) are kept: they are
-spelling. Symbols (S*, "$", "+") and digits are kept as written.
-
-WER counts words (jiwer's word alignment), CER counts characters with the spaces between words included (jiwer's
-`cer`), so a wrong word boundary costs one character. Both are corpus-level: total edits over total reference
-length, the same as jiwer on the lists of references and hypotheses. An empty reference adds its hypothesis length
-as insertions and nothing to the reference length.
+The normalisation and the error rates are those of the `evaluate` metric module `asr_error_rates` (its docstring
+defines them); `score` computes its rates through that module, loaded offline by path with `evaluate.load`, so the
+figures in results.json are the ones a user gets from the metric.
 
 `paired_bootstrap` resamples utterances with replacement (the same draw for both systems) and recomputes the
 corpus-level difference a - b each time. The interval is the 2.5 / 97.5 percentile of the resampled differences;
@@ -24,31 +11,22 @@ with the +1 correction of Davison & Hinkley, (k + 1) / (R + 1), and clipped to 1
 for identical systems.
 """
 
-import unicodedata
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
-import jiwer
+import evaluate
 import numpy as np
 
-from .loaders import normalize_text
+from . import asr_error_rates
+from .asr_error_rates import METRICS, normalize_transcript, utterance_edits
 
-METRICS = ("wer", "cer")
-
-
-def normalize_transcript(text: str) -> str:
-    """Lowercase, punctuation -> space, NFC, whitespace collapsed (see the module docstring)."""
-    text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in (text or "").lower())
-    return normalize_text(text)
+__all__ = ["METRICS", "asr_metric", "compare", "normalize_transcript", "paired_bootstrap", "score"]
 
 
-def utterance_edits(reference: str, hypothesis: str, metric: str) -> tuple[int, int]:
-    """(edits, reference length) in words (`"wer"`) or characters with spaces (`"cer"`), on normalised texts."""
-    reference, hypothesis = normalize_transcript(reference), normalize_transcript(hypothesis)
-    if not reference:  # jiwer < 4 refuses empty references: all of the hypothesis is insertions
-        return len(hypothesis.split() if metric == "wer" else hypothesis), 0
-    alignment = (jiwer.process_words if metric == "wer" else jiwer.process_characters)(reference, hypothesis)
-    edits = alignment.substitutions + alignment.deletions + alignment.insertions
-    return edits, alignment.substitutions + alignment.deletions + alignment.hits
+@functools.cache
+def asr_metric() -> evaluate.EvaluationModule:
+    """The scoring as an `evaluate` metric: the module that ships with avalign, loaded by path (works offline)."""
+    return evaluate.load(asr_error_rates.__file__)
 
 
 def edit_counts(records: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -76,21 +54,25 @@ def by_language(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
     return dict(sorted(groups.items()))
 
 
-def score_group(records: Sequence[Mapping]) -> dict:
-    """Error rates, and how many distinct texts the system wrote next to how many distinct references there are: a
-    system that writes one fixed string for every clip has 1 distinct hypothesis, whatever its error rate."""
-    rates = {metric: error_rate(*edit_counts(records, metric)) for metric in METRICS}
+def distinct_texts(records: Sequence[Mapping]) -> dict:
+    """How many distinct texts the system wrote next to how many distinct references there are: a system that
+    writes one fixed string for every clip has 1 distinct hypothesis, whatever its error rate."""
     distinct = lambda side: len({normalize_transcript(record[side]) for record in records})  # noqa: E731
-    return {**rates, "num_utterances": len(records), "distinct_hypotheses": distinct("hypothesis"),
-            "distinct_references": distinct("reference")}  # fmt: skip
+    return {"distinct_hypotheses": distinct("hypothesis"), "distinct_references": distinct("reference")}
 
 
 def score(records: Sequence[Mapping]) -> dict:
-    """{"overall": {"wer", "cer", "num_utterances"}, "per_language": {language: {...}}}, corpus-level rates."""
+    """{"overall": {"wer", "cer", "num_utterances", "distinct_*"}, "per_language": {language: {...}}}, corpus-level
+    rates from the `asr_error_rates` metric."""
     if not records:
         raise ValueError("no records to score")
-    per_language = {language: score_group(group) for language, group in by_language(records).items()}
-    return {"overall": score_group(records), "per_language": per_language}
+    rates = asr_metric().compute(predictions=[record["hypothesis"] for record in records],
+                                 references=[record["reference"] for record in records],
+                                 languages=[record["language"] for record in records])  # fmt: skip
+    per_language = {language: {**rates["per_language"][language], **distinct_texts(group)}
+                    for language, group in by_language(records).items()}  # fmt: skip
+    overall = {metric: rates[metric] for metric in (*METRICS, "num_utterances")}
+    return {"overall": {**overall, **distinct_texts(records)}, "per_language": per_language}
 
 
 def paired_utterances(records_a: Sequence[Mapping], records_b: Sequence[Mapping]) -> list[tuple[Mapping, Mapping]]:
