@@ -53,16 +53,21 @@ def utterance_edits(reference: str, hypothesis: str, metric: str) -> tuple[int, 
     return edits, alignment.substitutions + alignment.deletions + alignment.hits
 
 
+def corpus_rate(edits: Sequence[int], lengths: Sequence[int]) -> float:
+    """Corpus-level rate: total edits / total reference length."""
+    total = sum(lengths)
+    if total == 0:
+        raise ValueError("every reference is empty: the error rate is undefined")
+    return float(sum(edits) / total)
+
+
 def error_rates(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """{"wer", "cer", "num_utterances"}: corpus-level rates over the pairs."""
     if not references:
         raise ValueError("no utterances to score")
     rates = {}
     for metric in METRICS:
-        edits, lengths = zip(*(utterance_edits(r, p, metric) for r, p in zip(references, predictions)))
-        if sum(lengths) == 0:
-            raise ValueError("every reference is empty: the error rate is undefined")
-        rates[metric] = sum(edits) / sum(lengths)
+        rates[metric] = corpus_rate(*zip(*(utterance_edits(r, p, metric) for r, p in zip(references, predictions))))
     return {**rates, "num_utterances": len(references)}
 
 

@@ -120,9 +120,7 @@ def add_noise(samples: np.ndarray, rng: np.random.Generator, snr_db: tuple[float
 def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
     """(T,) played `factor` times faster, pitch and formants moving with it (Kaldi's speed perturbation); the factor
     is rounded to a ratio of integers near 100."""
-    up, down = round(100 / factor), 100
-    divisor = gcd(up, down)
-    return resample_poly(samples, up // divisor, down // divisor).astype(np.float32)
+    return resample(samples, 100, round(100 / factor))
 
 
 def load_audio(

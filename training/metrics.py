@@ -18,7 +18,7 @@ import evaluate
 import numpy as np
 
 from . import asr_error_rates
-from .asr_error_rates import METRICS, normalize_transcript, utterance_edits
+from .asr_error_rates import METRICS, corpus_rate, normalize_transcript, utterance_edits
 
 __all__ = ["METRICS", "asr_metric", "compare", "normalize_transcript", "paired_bootstrap", "score"]
 
@@ -36,14 +36,6 @@ def edit_counts(records: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np
     counts = [utterance_edits(record["reference"], record["hypothesis"], metric) for record in records]
     counts = np.asarray(counts, dtype=np.int64).reshape(-1, 2)
     return counts[:, 0], counts[:, 1]
-
-
-def error_rate(edits: np.ndarray, lengths: np.ndarray) -> float:
-    """Corpus-level rate: total edits / total reference length."""
-    total = lengths.sum()
-    if total == 0:
-        raise ValueError("every reference is empty: the error rate is undefined")
-    return float(edits.sum() / total)
 
 
 def by_language(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
@@ -117,7 +109,7 @@ def paired_bootstrap(
     pairs = paired_utterances(records_a, records_b)
     edits_a, lengths = edit_counts([a for a, _ in pairs], metric)
     edits_b, _ = edit_counts([b for _, b in pairs], metric)
-    rate_a, rate_b = error_rate(edits_a, lengths), error_rate(edits_b, lengths)
+    rate_a, rate_b = corpus_rate(edits_a, lengths), corpus_rate(edits_b, lengths)
 
     weights = resample_counts(len(pairs), num_resamples, seed)  # (R, N)
     resampled_lengths = np.maximum(weights @ lengths, 1)  # (R,); 0 only if every draw has an empty reference

@@ -168,8 +168,9 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     suffix = results_suffix(targets)
     (output_dir / "plots").mkdir(exist_ok=True)
     plot_learning_curves(results["learning_curves"], output_dir / "plots" / f"learning_curves{suffix}.png")
-    if results["align"]["retrieval_examples"]:
-        plot_retrieval_examples(results["align"]["retrieval_examples"], corpus_images(corpus),
+    align = results["align"]
+    if align["retrieval_examples"]:
+        plot_retrieval_examples(align["retrieval_examples"], corpus_images(corpus, align["report_split"]),
                                 output_dir / "plots" / "retrieval_examples.png")  # fmt: skip
     paths = write_report(results, output_dir, preamble=run_summary(results, suffix),
                          postscript="\n".join(examples_section(results)), suffix=suffix)  # fmt: skip
@@ -177,9 +178,9 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     return results
 
 
-def corpus_images(corpus: Path) -> dict:
-    """{image_id: PIL image} of the held-out splits' images (for the retrieval examples)."""
-    dataset = load_splits(str(corpus), ["dev", "test"]).select_columns(["image_id", "image"])
+def corpus_images(corpus: Path, split: str) -> dict:
+    """{image_id: PIL image} of one split's images (for the retrieval examples)."""
+    dataset = load_splits(str(corpus), [split]).select_columns(["image_id", "image"])
     return {row["image_id"]: load_image(row["image"], row["image_id"]) for row in dataset if row["image_id"]}
 
 

@@ -251,7 +251,7 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- the pipeline's report
-# The demo's targets (issue 11): what a run must show for its comparison to mean something.
+# The demo's targets: what a run must show for its comparison to mean something.
 TARGETS = {
     "in_domain_cer": 0.20,  # stage 3, aligned and baseline, largest fraction, test, TDT and CTC
     "out_of_domain_cer": 0.35,  # the same on test_ood

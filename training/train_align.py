@@ -89,7 +89,8 @@ class AudioToImageRetrieval:
     """Audio -> image retrieval among a held-out split's distinct images (never seen in training).
 
     `retrieval(model)`: recall@k over utterances, and the spread of the audio embeddings next to the images' (an audio
-    spread near 0 means every utterance is embedded alike). `retrieval.examples(model)`: the top images of a few clips.
+    spread near 0 means every utterance is embedded alike). From one `embedded = retrieval.embed(model)`, both
+    `retrieval.metrics(*embedded)` and `retrieval.examples(*embedded)` (the top images of a few clips).
     """
 
     def __init__(self, dataset, collator, image_table: dict, max_seconds_per_batch: float, ks=(1, 5)):
@@ -115,16 +116,17 @@ class AudioToImageRetrieval:
         return rows, torch.cat(embeddings)
 
     def __call__(self, model) -> dict:
-        rows, audio = self.embed(model)
+        return self.metrics(*self.embed(model))
+
+    def metrics(self, rows: list[int], audio: torch.Tensor) -> dict:
         scores = audio @ self.gallery.T  # (N, I)
         truth = torch.tensor([self.position[self.image_of_row[row]] for row in rows])
         ranks = (scores > scores.gather(1, truth[:, None])).sum(1)  # images scored above the true one
         return {f"recall@{k}": (ranks < k).float().mean().item() for k in self.ks} | {
             "num_images": len(self.image_ids), "audio_spread": spread(audio), "image_spread": spread(self.gallery)}
 
-    def examples(self, model, per_language: int = 1, top_k: int = 3) -> list[dict]:
+    def examples(self, rows: list[int], audio: torch.Tensor, per_language: int = 1, top_k: int = 3) -> list[dict]:
         """The first `per_language` clips of each language with their `top_k` images (id and cosine score)."""
-        rows, audio = self.embed(model)
         scores = audio @ self.gallery.T
         examples, taken = [], {}
         for row, row_scores in zip(rows, scores):
@@ -168,7 +170,8 @@ def main(argv=None):
     result = trainer.train()
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     with torch.no_grad():
-        recall_after, examples = report(model), report.examples(model)
+        embedded = report.embed(model)
+    recall_after, examples = report.metrics(*embedded), report.examples(*embedded)
     logger.info("retrieval on %s after alignment: %s", args.report_split, recall_after)
     if recall_after["audio_spread"] < 0.1 * recall_after["image_spread"]:
         logger.warning("the audio embeddings have collapsed (spread %.4f vs %.4f for the images): every utterance is "

@@ -67,8 +67,7 @@ class AugmentationArguments:
     SpecAugment (NeMo's parameterisation; NeMo's FastConformer recipes use 2 frequency masks of up to 27 bins and 10
     time masks of up to 5 % of the utterance) goes into the encoder config, and the encoder applies it in training
     mode only (`avalign.modeling.spec_augment`). The waveform augmentation (speed, reverberation, noise) is the
-    collator's
-    (`avalign.training.data.AudioAugmentation`).
+    collator's (`avalign.training.data.AudioAugmentation`).
     """
 
     spec_augment_freq_masks: int = 0
