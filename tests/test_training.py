@@ -17,7 +17,8 @@ from transformers import AutoModelForPreTraining
 from avalign.training import train_align, train_asr, train_pretrain
 from avalign.training.corpus import feature_extractor, load_splits
 from avalign.training.data import SpeechCollator
-from avalign.training.trainer import NonFiniteLossError, StageArguments, StageTrainer, parse_arguments
+from avalign.training.trainer import AugmentationArguments, NonFiniteLossError, StageArguments, StageTrainer
+from avalign.training.trainer import parse_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ASR = ["--decoder_hidden_size", "32", "--vocab_size", "400", "--max_seconds_per_batch", "20",
@@ -73,6 +74,22 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, ti
     assert metrics["global_step"] == 10 and metrics["hyperparameters"]["spec_augment_time_masks"] == 2
     assert metrics["hyperparameters"]["noise_probability"] == 0.5
     assert json.loads((interrupted / "config.json").read_text())["encoder_config"]["spec_augment_freq_masks"] == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--speed_perturbation", "1.0"], "--speed_perturbation must be in"),
+    (["--noise_probability", "-0.1"], "--noise_probability must be in"),
+    (["--reverb_probability", "2"], "--reverb_probability must be in"),
+    (["--freeze_encoder_steps", "-1"], "--freeze_encoder_steps must be >= 0"),
+])  # fmt: skip
+def test_bad_augmentation_and_warm_up_settings_fail_before_training(flags, message):
+    with pytest.raises(ValueError, match=message):
+        parse_arguments((AugmentationArguments, StageArguments), ["--output_dir", "unused", *flags])
+
+
+def test_kmeans_targets_need_utterances_to_fit_on():
+    with pytest.raises(ValueError, match="--kmeans_utterances must be >= 1"):
+        train_pretrain.PretrainArguments(corpus="c", quantizer="kmeans", kmeans_utterances=0)
 
 
 def make_trainer(corpus, encoder_dir, output_dir, compute_loss=None, **arguments):

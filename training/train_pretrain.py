@@ -46,6 +46,10 @@ class PretrainArguments:
     min_seconds: float = 0.3
     max_seconds: float = 30.0
 
+    def __post_init__(self):
+        if self.quantizer == "kmeans" and self.kmeans_utterances < 1:
+            raise ValueError(f"--kmeans_utterances must be >= 1 with --quantizer kmeans, got {self.kmeans_utterances}")
+
 
 def build_model(args: PretrainArguments) -> FastConformerForMaskedTokenPrediction:
     encoder = initial_encoder(args.init_encoder) if args.init_encoder else None

@@ -59,6 +59,10 @@ class StageArguments:
     dataloader_num_workers: int = 0
     progress: bool = True
 
+    def __post_init__(self):
+        if self.freeze_encoder_steps < 0:
+            raise ValueError(f"--freeze_encoder_steps must be >= 0, got {self.freeze_encoder_steps}")
+
 
 @dataclass
 class AugmentationArguments:
@@ -77,6 +81,14 @@ class AugmentationArguments:
     speed_perturbation: float = field(default=0.0, metadata={"help": "speed factor drawn in [1 - x, 1 + x]"})
     reverb_probability: float = 0.0
     noise_probability: float = field(default=0.0, metadata={"help": "white noise at 5-30 dB SNR"})
+
+    def __post_init__(self):  # a clear error before training, not a failure mid-epoch (SpecAugment's
+        # settings are checked by the encoder config)
+        if not 0.0 <= self.speed_perturbation < 1.0:
+            raise ValueError(f"--speed_perturbation must be in [0, 1), got {self.speed_perturbation}")
+        for name in ("reverb_probability", "noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
 
     def encoder_config(self, encoder_config) -> dict:
         """`encoder_config` (a FastConformerConfig) as a dict with these SpecAugment settings."""
