@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from datasets import Audio, Dataset, DatasetDict, Image
 from PIL import Image as PILImage
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -30,7 +31,14 @@ from avalign.training.data import (
     padding_fraction,
     validate,
 )
-from avalign.training.loaders import load_embedded, load_fleurs, load_folder, load_vaani
+from avalign.training import loaders
+from avalign.training.loaders import (
+    load_embedded,
+    load_fleurs,
+    load_folder,
+    load_vaani,
+    vaani_pseudo_speaker,
+)
 
 
 SR = 16000
@@ -96,50 +104,108 @@ def test_load_embedded_casts_audio_and_image_to_undecoded(tmp_path):
     assert load_image(corpus["train"][0]["image"]).size == (8, 8)
 
 
-def make_vaani(root):
-    """A local copy shaped like ARTPARK-IISc/Vaani: README configs, per-district parquet, an images folder."""
-    (root / "README.md").parent.mkdir(parents=True, exist_ok=True)
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: Karnataka_Bangalore\n  data_files:\n  - split: train\n"
-        "    path: audio/Karnataka/Bangalore/train-*.parquet\n---\n"
-    )
+VAANI_CONFIG = "audio/Karnataka/Bangalore"
+VAANI_IMAGE = "IISc_VaaniProject_Bangalore-SPECIFIC_0001.jpg"  # `referenceImage` is "Images/<file name>"
+# As on the ARTPARK-IISc/Vaani card (dataset_info): these columns, in this order, no speaker id
+VAANI_CARD_COLUMNS = [
+    "audio", "language", "languagesKnown", "gender", "state", "district", "pincode", "stay(years)",
+    "isTranscriptionAvailable", "transcript", "referenceImage",
+]  # fmt: skip
+
+
+def vaani_rows() -> list[dict]:
+    """Rows with the card's columns: 0 and 1 share one speaker's details, 2 and 3 another's; 3 has no audio."""
+    speakers = [
+        ("Female", "['Kannada', 'English']", "Bangalore(20)", 560012),
+        ("Male", "['Khortha']", "Bangalore(3)", 560001),
+    ]
     rows = [
         {"audio": {"bytes": wav_bytes(1.0 + i / 2, sample_rate=44100), "path": f"Vaani_KA_Bangalore_{i}.wav"},
-         "language": language, "isTranscriptionAvailable": available, "transcript": transcript,
-         "referenceImage": f"Images/{image}", "speakerID": f"spk{i % 2}", "gender": "Female",
-         "state": "Karnataka", "district": "Bangalore", "pincode": "560012"}
-        for i, (language, available, transcript, image) in enumerate([
-            ("Kannada", "Yes", "ನಮಸ್ಕಾರ  <noise> {hello}", "a.jpg"),
-            ("Kannada", "No", None, "a.jpg"),
-            ("Khortha", "Yes", "text", "missing.jpg"),
+         "language": language, "languagesKnown": known, "gender": gender, "state": "Karnataka",
+         "district": "Bangalore", "pincode": pincode, "stay(years)": stay, "isTranscriptionAvailable": available,
+         "transcript": transcript, "referenceImage": f"Images/{reference_image}"}
+        for i, (language, available, transcript, reference_image, (gender, known, stay, pincode)) in enumerate([
+            ("Kannada", "Yes", "ನಮಸ್ಕಾರ  <noise> {hello}", VAANI_IMAGE, speakers[0]),
+            ("Kannada", "No", None, VAANI_IMAGE, speakers[0]),
+            ("Khortha", "Yes", "text", "IISc_VaaniProject_GENERIC_0002.jpg", speakers[1]),  # not in the images folder
+            ("Kannada", "No", None, VAANI_IMAGE, speakers[1]),
         ])
     ]  # fmt: skip
-    parquet = root / "audio" / "Karnataka" / "Bangalore" / "train-00000-of-00001.parquet"
+    rows[3]["audio"] = None
+    return rows
+
+
+def make_vaani(root, rows: list[dict]):
+    """A local copy shaped like ARTPARK-IISc/Vaani: the card's configs, per-district parquet, an images folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    card = {
+        "dataset_info": [{"config_name": VAANI_CONFIG, "features": [{"name": name} for name in VAANI_CARD_COLUMNS]}],
+        "configs": [{"config_name": VAANI_CONFIG,
+                     "data_files": [{"split": "train", "path": f"{VAANI_CONFIG}/train-*.parquet"}]}],
+    }  # fmt: skip
+    (root / "README.md").write_text(f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n")
+    parquet = root / VAANI_CONFIG / "train-00000-of-00001.parquet"
     parquet.parent.mkdir(parents=True)
-    Dataset.from_list(rows).cast_column("audio", Audio()).to_parquet(str(parquet))  # keeps the Audio() metadata
+    table = Dataset.from_list(rows).cast_column("audio", Audio())
+    assert table.column_names == VAANI_CARD_COLUMNS
+    table.to_parquet(str(parquet))  # keeps the Audio() metadata
     (root / "images" / "sub").mkdir(parents=True)
-    PILImage.new("RGB", (8, 8)).save(root / "images" / "sub" / "a.jpg")
+    PILImage.new("RGB", (8, 8)).save(root / "images" / "sub" / VAANI_IMAGE)
 
 
-def test_load_vaani_maps_to_schema_and_streams_the_same(tmp_path):
-    make_vaani(tmp_path / "vaani")
+def test_load_vaani_maps_the_published_columns_to_schema_and_streams_the_same(tmp_path):
+    make_vaani(tmp_path / "vaani", vaani_rows())
     kwargs = {"path": str(tmp_path / "vaani"), "images": str(tmp_path / "vaani" / "images")}
-    vaani = load_vaani("Karnataka_Bangalore", **kwargs)
+    vaani = load_vaani(VAANI_CONFIG, **kwargs)
     assert_common_schema(vaani)
-    assert vaani["language"] == ["kn", "kn", "Khortha"]  # unknown names are kept
-    assert vaani["transcript"] == ["ನಮಸ್ಕಾರ hello", "", "text"]
+    assert vaani["language"] == ["kn", "kn", "Khortha", "kn"]  # unknown names are kept
+    assert vaani["transcript"] == ["ನಮಸ್ಕಾರ hello", "", "text", ""]
     assert vaani[0]["raw_transcription"] == "ನಮಸ್ಕಾರ  <noise> {hello}"
-    assert vaani["image_id"] == ["a.jpg", "a.jpg", "missing.jpg"]
-    assert vaani[0]["image"]["path"].endswith("images/sub/a.jpg") and vaani[2]["image"] is None
-    assert vaani["duration"] == pytest.approx([1.0, 1.5, 2.0])
-    assert vaani["speaker"] == ["spk0", "spk1", "spk0"]
-    streamed = list(load_vaani("Karnataka_Bangalore", streaming=True, **kwargs))
+    assert vaani["image_id"][1:3] == [VAANI_IMAGE, "IISc_VaaniProject_GENERIC_0002.jpg"]
+    assert vaani[0]["image"]["path"].endswith(f"images/sub/{VAANI_IMAGE}") and vaani[2]["image"] is None
+    assert vaani["duration"] == pytest.approx([1.0, 1.5, 2.0, None])
+    assert vaani["utterance_id"][::3] == ["Vaani_KA_Bangalore_0", "audio/Karnataka/Bangalore:3"]
+    streamed = list(load_vaani(VAANI_CONFIG, streaming=True, **kwargs))
     assert [{k: row[k] for k in vaani.column_names} for row in streamed] == vaani.to_list()
-    assert load_vaani("Karnataka_Bangalore", language_codes={"Khortha": "kht"}, **kwargs)["language"][2] == "kht"
+    assert load_vaani(VAANI_CONFIG, language_codes={"Khortha": "kht"}, **kwargs)["language"][2] == "kht"
 
     kept, report = validate(vaani, require_image=True)
-    assert report.counts == {"missing_image": 1}
+    assert report.counts == {"missing_image": 1, "unreadable": 1}
+    assert report.examples["unreadable"] == ["audio/Karnataka/Bangalore:3"]
     assert kept["utterance_id"] == ["Vaani_KA_Bangalore_0", "Vaani_KA_Bangalore_1"]
+
+
+def test_vaani_speaker_is_a_stable_pseudo_speaker_from_the_registration_details(tmp_path):
+    make_vaani(tmp_path / "vaani", vaani_rows())
+    speakers = load_vaani(VAANI_CONFIG, path=str(tmp_path / "vaani"))["speaker"]
+    assert speakers[0] == speakers[1] != speakers[2] == speakers[3]  # same details, same pseudo-speaker
+    details = {"state": "Karnataka", "district": "Bangalore", "pincode": 560012, "gender": "Female",
+               "languagesKnown": "['Kannada', 'English']", "stay(years)": "Bangalore(20)"}  # fmt: skip
+    assert vaani_pseudo_speaker(details) == speakers[0] == "vaani-e58e6a31c531"  # the same in every run and process
+    assert vaani_pseudo_speaker({**details, "pincode": 560001}) != speakers[0]
+    assert "approximation" in vaani_pseudo_speaker.__doc__
+
+
+def test_load_vaani_names_the_published_config_for_an_old_style_name_before_any_download(monkeypatch):
+    def no_download(*args, **kwargs):
+        raise AssertionError("nothing may be downloaded for a bad config name")
+
+    monkeypatch.setattr(loaders, "snapshot_download", no_download)
+    monkeypatch.setattr(loaders, "load_dataset", no_download)
+    with pytest.raises(ValueError, match=r"old <State>_<District> style.*use 'audio/Karnataka/Bangalore'"):
+        load_vaani(["audio/AndhraPradesh/Anantpur", "Karnataka_Bangalore"])
+    with pytest.raises(ValueError, match=r"expected audio/<State>/<District>"):
+        load_vaani("Kannada")
+
+
+def test_load_vaani_bad_rows_and_unknown_configs_name_the_config(tmp_path):
+    rows = vaani_rows()
+    rows[1]["isTranscriptionAvailable"] = "Maybe"
+    make_vaani(tmp_path / "vaani", rows)
+    with pytest.raises(ValueError, match=r"audio/Karnataka/Bangalore row 1: isTranscriptionAvailable is 'Maybe'"):
+        load_vaani(VAANI_CONFIG, path=str(tmp_path / "vaani"))
+    with pytest.raises(ValueError, match=r"no config 'audio/Karnataka/Mysore'.*audio/Karnataka/Bangalore"):
+        load_vaani("audio/Karnataka/Mysore", path=str(tmp_path / "vaani"))
 
 
 def fleurs_tsv_line(name: str, raw: str, normalised: str, seconds: float) -> str:

@@ -11,11 +11,13 @@ folder with a manifest (`load_folder`). Hub ids are fetched with `datasets.load_
 """
 
 import csv
+import hashlib
 import json
 import re
 import tarfile
 import unicodedata
 from pathlib import Path
+from urllib.parse import quote
 
 from datasets import (
     Audio,
@@ -29,7 +31,8 @@ from datasets import (
     load_dataset,
     load_from_disk,
 )
-from huggingface_hub import snapshot_download
+from datasets.data_files import sanitize_patterns
+from huggingface_hub import DatasetCard, snapshot_download
 
 from .audio import AudioError, audio_duration
 
@@ -97,12 +100,13 @@ def _from_rows(rows: list[dict]) -> Dataset:
     return as_common_schema(Dataset.from_list(rows))
 
 
-def _map_to_schema(dataset, row_function, **fn_kwargs):
+def _map_to_schema(dataset, row_function, with_indices: bool = False, **fn_kwargs):
     """Keep `audio` ({"bytes", "path"}) and replace every other column by those `row_function` computes."""
     dataset = dataset.cast_column("audio", Audio(decode=False))
     other_columns = [column for column in dataset.column_names if column != "audio"]
     return dataset.map(
-        row_function, fn_kwargs=fn_kwargs, remove_columns=other_columns, features=RAW_TRANSCRIPT_FEATURES
+        row_function, with_indices=with_indices, fn_kwargs=fn_kwargs, remove_columns=other_columns,
+        features=RAW_TRANSCRIPT_FEATURES,
     )
 
 
@@ -132,32 +136,97 @@ def clean_vaani_transcript(text: str | None) -> str:
     return normalize_text(re.sub(r"<[^>]*>", " ", text or "").replace("{", "").replace("}", ""))
 
 
-def _is_yes(value) -> bool:
-    return value is True or str(value).strip().lower() in ("yes", "true", "1")
+VAANI_CONFIG = re.compile(r"audio/[^/]+/[^/]+")
+OLD_VAANI_CONFIG = re.compile(r"([^/_]+)_([^/_]+)")
+# The columns of every config on the dataset card (dataset_info); there is no speaker id
+VAANI_COLUMNS = (
+    "audio", "language", "languagesKnown", "gender", "state", "district", "pincode", "stay(years)",
+    "isTranscriptionAvailable", "transcript", "referenceImage",
+)  # fmt: skip
+# The speaker's registration details, repeated on each of their rows
+VAANI_SPEAKER_FIELDS = ("state", "district", "pincode", "gender", "languagesKnown", "stay(years)")
 
 
-def _vaani_row(row: dict, image_paths: dict[str, str], language_codes: dict[str, str] | None) -> dict:
-    has_transcript = _is_yes(row.get("isTranscriptionAvailable"))
-    raw_transcript = (row.get("transcript") or "") if has_transcript else ""
-    image_id = Path(row.get("referenceImage") or "").name
-    audio_path = (row["audio"] or {}).get("path") or ""
+def check_vaani_config(config: str) -> str:
+    """`config` when it has the published form `audio/<State>/<District>`; else a ValueError naming that form."""
+    if VAANI_CONFIG.fullmatch(config):
+        return config
+    old_style = OLD_VAANI_CONFIG.fullmatch(config)
+    if old_style:
+        state, district = old_style.groups()
+        raise ValueError(
+            f"Vaani config {config!r} is in the old <State>_<District> style; the published configs are named "
+            f"audio/<State>/<District>: use 'audio/{state}/{district}'"
+        )
+    raise ValueError(f"Vaani config {config!r}: expected audio/<State>/<District>, e.g. 'audio/Karnataka/Bangalore'")
+
+
+def vaani_pseudo_speaker(row: dict) -> str:
+    """A stable stand-in for the speaker id, which the published Vaani rows lack: a hash of `VAANI_SPEAKER_FIELDS`.
+
+    An approximation. The details (state, district, pincode, gender, languages known, stay in years) belong to the
+    speaker, so one speaker's rows share one pseudo-speaker unless their details were recorded differently; people
+    who share all six are merged. Coarser than true speakers, which keeps speaker-disjoint splits disjoint (what
+    `speaker` is for); counts of speakers come out low.
+    """
+    key = "\x1f".join(str(row.get(field) or "").strip() for field in VAANI_SPEAKER_FIELDS)
+    return "vaani-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
+
+
+def _transcription_available(value, row_name: str) -> bool:
+    answer = str(value).strip().lower()
+    if answer not in ("yes", "no"):
+        raise ValueError(f"{row_name}: isTranscriptionAvailable is {value!r}, expected 'Yes' or 'No'")
+    return answer == "yes"
+
+
+def _vaani_row(
+    row: dict, index: int, config: str, image_paths: dict[str, str], language_codes: dict[str, str] | None
+) -> dict:
+    available = _transcription_available(row["isTranscriptionAvailable"], f"{config} row {index}")
+    raw_transcript = (row["transcript"] or "") if available else ""
+    image_id = Path(row["referenceImage"] or "").name
+    audio_path = (row["audio"] or {}).get("path")
     return {
-        "language": vaani_language_code(row.get("language"), language_codes),
+        "language": vaani_language_code(row["language"], language_codes),
         "transcript": clean_vaani_transcript(raw_transcript),
         "raw_transcription": raw_transcript,
         "image_id": image_id,
         "image": _file_ref(image_paths.get(image_id)),
-        "speaker": str(row.get("speakerID") or ""),
+        "speaker": vaani_pseudo_speaker(row),
         "duration": _header_duration(row["audio"]),
-        "utterance_id": Path(audio_path).stem,
+        "utterance_id": Path(audio_path).stem if audio_path else f"{config}:{index}",  # validate's reports name it
     }
 
 
-def _local_folder(path_or_repo: str, allow_patterns: list[str] | None = None) -> Path:
-    """A local folder as it is, or a Hub dataset repo fetched with `snapshot_download`."""
+def _local_folder(path_or_repo: str, allow_patterns: list[str] | None = None, **hub_kwargs) -> Path:
+    """A local folder as it is, or a Hub dataset repo fetched with `snapshot_download` (`hub_kwargs`: token, ...)."""
     if Path(path_or_repo).is_dir():
         return Path(path_or_repo)
-    return Path(snapshot_download(path_or_repo, repo_type="dataset", allow_patterns=allow_patterns))
+    return Path(snapshot_download(path_or_repo, repo_type="dataset", allow_patterns=allow_patterns, **hub_kwargs))
+
+
+def _card_configs(path: str, revision: str | None, token) -> dict[str, dict]:
+    """{config name: entry} from the `configs` of the dataset card (README.md) of a Hub repo or a local folder."""
+    card = _local_folder(path, ["README.md"], revision=revision, token=token) / "README.md"
+    return {entry["config_name"]: entry for entry in DatasetCard.load(card).data.to_dict().get("configs", [])}
+
+
+def _vaani_data_files(path: str, card_configs: dict[str, dict], config: str, split: str, revision: str | None):
+    """The files of `config`'s `split` as the card lists them: local paths, or `hf://` paths for a Hub repo."""
+    if config not in card_configs:
+        raise ValueError(f"{path}: the dataset card has no config {config!r} (it has e.g. {sorted(card_configs)[:3]})")
+    splits = sanitize_patterns(card_configs[config]["data_files"])
+    if split not in splits:
+        raise ValueError(f"{path}: config {config!r} has no split {split!r} (it has {sorted(splits)})")
+    root = path if Path(path).is_dir() else f"hf://datasets/{path}@{quote(revision or 'main', safe='')}"
+    return [f"{root}/{pattern}" for pattern in splits[split]]
+
+
+def _check_vaani_columns(dataset, config: str) -> None:
+    missing = [column for column in VAANI_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Vaani config {config!r}: the columns {missing} are missing (found {dataset.column_names})")
 
 
 def load_vaani(
@@ -167,22 +236,37 @@ def load_vaani(
     images: str | None = None,
     streaming: bool = False,
     language_codes: dict[str, str] | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
     **load_kwargs,
 ) -> Dataset | IterableDataset:
-    """Vaani district (or language) `configs` in the common schema.
+    """Vaani district `configs` (`audio/<State>/<District>`, as on the dataset card) in the common schema.
 
-    `path` is the Hub repo or a local folder of the same shape (README configs + parquet). `images` is a local
-    folder or a Hub dataset repo holding the prompt images, matched by file name to `referenceImage`; without
-    it `image` is None and only `image_id` is set. Transcripts are kept only where `isTranscriptionAvailable`;
-    `raw_transcription` keeps the annotated text. `load_kwargs` go to `load_dataset` (token, revision, ...).
+    A config in the old `<State>_<District>` style raises a ValueError naming the published one, before any
+    download. `path` is the Hub repo (gated: accept its terms, pass `token`) or a local folder of the same shape
+    (README `configs` + parquet). datasets refuses a '/' in a config name, so each config's files are looked up on
+    the card and read with the parquet builder (`load_kwargs` go to that `load_dataset`).
+
+    `images` is a local folder or a Hub dataset repo holding the prompt images, matched by file name to
+    `referenceImage`; without it `image` is None and only `image_id` is set. Transcripts are kept only where
+    `isTranscriptionAvailable` is "Yes" (any value but Yes/No raises, naming the config and row); `raw_transcription`
+    keeps the annotated text. `speaker` is `vaani_pseudo_speaker` (the card has no speaker id). `duration` is read
+    from the audio header; a row whose audio has no path gets the `utterance_id` "<config>:<row>".
     """
+    configs = [check_vaani_config(config) for config in ([configs] if isinstance(configs, str) else configs)]
+    card_configs = _card_configs(path, revision, token)
     image_paths = {}
     if images:
-        image_paths = _index_files(_local_folder(images, ["*" + s for s in IMAGE_SUFFIXES]), IMAGE_SUFFIXES)
+        image_folder = _local_folder(images, ["*" + suffix for suffix in IMAGE_SUFFIXES], token=token)
+        image_paths = _index_files(image_folder, IMAGE_SUFFIXES)
     parts = []
-    for config in [configs] if isinstance(configs, str) else configs:
-        part = load_dataset(path, config, split=split, streaming=streaming, **load_kwargs)
-        parts.append(_map_to_schema(part, _vaani_row, image_paths=image_paths, language_codes=language_codes))
+    for config in configs:
+        files = {split: _vaani_data_files(path, card_configs, config, split, revision)}
+        part = load_dataset("parquet", data_files=files, split=split, streaming=streaming, token=token, **load_kwargs)
+        _check_vaani_columns(part, config)
+        parts.append(_map_to_schema(
+            part, _vaani_row, with_indices=True, config=config, image_paths=image_paths, language_codes=language_codes
+        ))  # fmt: skip
     return concatenate_datasets(parts)
 
 
