@@ -20,6 +20,7 @@ from .modeling_fastconformer import (
     spec_augment,
     stack_frames,
 )
+from .pipeline_fastconformer import FastConformerASRPipeline, word_spans
 from .tdt_loss import fused_joint_tdt_loss, tdt_loss
 from .tokenization_fastconformer import train_tokenizer, uncovered_characters
 
@@ -48,6 +49,7 @@ _register_auto_classes()
 
 __all__ = [
     "FASTCONFORMER_PRESETS",
+    "FastConformerASRPipeline",
     "EncoderLoadReport",
     "FastConformerAlignmentConfig",
     "FastConformerConfig",
@@ -65,4 +67,5 @@ __all__ = [
     "tdt_loss",
     "train_tokenizer",
     "uncovered_characters",
+    "word_spans",
 ]

@@ -4,6 +4,7 @@
 weights are Parakeet-compatible. Each stage head composes it as `encoder_config`, as Parakeet's heads do.
 """
 
+import copy
 import math
 
 from huggingface_hub.dataclasses import strict
@@ -152,6 +153,14 @@ class FastConformerAlignmentConfig(_FastConformerHeadConfig):
             raise ValueError(f"image_embedding_dim must be positive, got {self.image_embedding_dim}")
 
 
+# transformers.pipeline("automatic-speech-recognition", model=..., trust_remote_code=True) loads this class
+ASR_CUSTOM_PIPELINE = {
+    "automatic-speech-recognition": {
+        "impl": "pipeline_fastconformer.FastConformerASRPipeline", "pt": ["AutoModel"], "tf": [], "type": "audio",
+    }
+}
+
+
 @strict
 class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
     r"""Stage 3: hybrid CTC + TDT (token-and-duration transducer); loss = (1 - w) * TDT + w * CTC.
@@ -168,6 +177,9 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
     fuse_joint_loss (`bool`, defaults to True): never materialise the (B, T, U+1, V+D) joint in training.
     targets (`str`, defaults to `"native"`): the script of the output: `"native"`, or `"roman"` (uroman-romanized
         text, one Latin output space for every language; a de-romanizer returns the native script).
+
+    Every stage-3 config names `FastConformerASRPipeline` (pipeline_fastconformer.py, shipped with the model) as its
+    `custom_pipelines` for "automatic-speech-recognition".
     """
 
     model_type = "fastconformer_ctc_tdt"
@@ -193,6 +205,7 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
         if self.pad_token_id is None:
             self.pad_token_id = self.blank_token_id
         self.durations = list(self.durations)
+        kwargs.setdefault("custom_pipelines", copy.deepcopy(ASR_CUSTOM_PIPELINE))  # transformers edits it in place
         super().__post_init__(**kwargs)
 
     def validate_heads(self):

@@ -33,6 +33,7 @@ from transformers.models.parakeet.modeling_parakeet import (
     ParakeetTDTJointNetwork,
 )
 
+from .pipeline_fastconformer import FastConformerASRPipeline  # noqa: F401  (so that save_pretrained ships it)
 from .configuration_fastconformer import (
     FastConformerAlignmentConfig,
     FastConformerConfig,
@@ -691,8 +692,9 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         return _copy_weights(self, ParakeetForCTC(config), prefixes=("encoder.", "ctc_head."))
 
     def to_parakeet_tdt(self) -> ParakeetForTDT:
-        """The encoder and TDT transducer as a stock `ParakeetForTDT` (run its `generate` with the duration logits
-        masked out of the token argmax, see `tests/test_modeling.py`)."""
+        """The encoder and TDT transducer as a stock `ParakeetForTDT`. Its generation config starts from the blank
+        and suppresses the duration logits: stock `generate` takes the token argmax over the whole joint output
+        (tokens and durations), so a winning duration logit would be read as a token id past the vocabulary."""
         c = self.config
         config = ParakeetTDTConfig(
             vocab_size=c.vocab_size, decoder_hidden_size=c.decoder_hidden_size, num_decoder_layers=c.num_decoder_layers,
@@ -702,6 +704,7 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         )
         model = _copy_weights(self, ParakeetForTDT(config), prefixes=("encoder.", "encoder_projector.", "decoder.", "joint."))
         model.generation_config.decoder_start_token_id = c.blank_token_id
+        model.generation_config.suppress_tokens = list(range(c.vocab_size, c.vocab_size + len(c.durations)))
         return model
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import jiwer
 import torch
 from peft import LoraConfig, get_peft_model
+from transformers.models.parakeet import ParakeetProcessor
 
 from accelerate.utils import set_seed
 
@@ -164,7 +165,8 @@ def main(argv=None):
     result = trainer.train()
     if args.lora_rank:
         trainer.model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    trainer.save_final(extractor, tokenizer, metrics={
+    # preprocessor_config.json (AutoFeatureExtractor), and the tokenizer with processor_config.json (AutoProcessor)
+    trainer.save_final(extractor, ParakeetProcessor(extractor, tokenizer), metrics={
         **result.to_dict(), "train_utterances": len(train), "ctc_unfit_utterances": len(unfit),
         "vocab_size": len(tokenizer),
         "data_skips": dict(train_report.counts),
