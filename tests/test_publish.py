@@ -4,13 +4,11 @@ avalign, as remote code without it, as stock Parakeet), the corpus and Space fol
 import json
 import re
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jinja2
 import numpy as np
+import evaluate
 import PIL.Image
 import pytest
 import soundfile as sf
@@ -18,7 +16,7 @@ import torch
 from datasets import load_dataset, load_from_disk
 from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
-from transformers.models.parakeet import ParakeetFeatureExtractor
+from transformers.models.parakeet import ParakeetFeatureExtractor, ParakeetProcessor
 
 from avalign.hub_cards import render
 from avalign.modeling import (
@@ -32,19 +30,19 @@ from avalign.modeling import (
     train_tokenizer,
 )
 from avalign.spaces import app
-from avalign.training import publish
+from avalign.training import asr_error_rates, publish
 
 NAMESPACE = "someone"
 LANGUAGES = ("hi", "en")
 SYSTEMS, FRACTIONS, SPLITS, DECODINGS = ("aligned", "baseline"), ("0.25", "1.0"), ("test", "test_ood"), ("tdt", "ctc")
-REMOTE_CODE = {"configuration_fastconformer.py", "modeling_fastconformer.py", "tdt_loss.py"}
+REMOTE_CODE = {"configuration_fastconformer.py", "modeling_fastconformer.py", "pipeline_fastconformer.py", "tdt_loss.py"}
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE}
 STOCK_FILES = {"config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
                "tokenizer_config.json"}  # fmt: skip
 EXPECTED_FILES = {
     "pretrain": MODEL_FILES,
     "align": MODEL_FILES,
-    "asr": MODEL_FILES | {"tokenizer.json", "tokenizer_config.json", "plots/per_language.png"}
+    "asr": MODEL_FILES | {"tokenizer.json", "tokenizer_config.json", "processor_config.json", "plots/per_language.png"}
     | {f"{export}/{name}" for export in ("parakeet-ctc", "parakeet-tdt") for name in STOCK_FILES},
 }
 MODEL_CLASSES = {"pretrain": FastConformerForMaskedTokenPrediction, "align": FastConformerForImageAlignment,
@@ -90,7 +88,7 @@ def save_stage(model, folder: Path, metrics: dict, tokenizer=None) -> None:
     model.save_pretrained(folder)
     ParakeetFeatureExtractor().save_pretrained(folder)
     if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+        ParakeetProcessor(ParakeetFeatureExtractor(), tokenizer).save_pretrained(folder)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "checkpoints" / "step-3").mkdir(parents=True)
     torch.save({"step": 3}, folder / "checkpoints" / "step-3" / "optimizer.bin")
@@ -149,12 +147,13 @@ def fake_build_gallery(run_dir, output_dir, max_images=48, split="test"):
 
 @pytest.fixture(scope="module")
 def published(run_dir, tmp_path_factory):
-    """`publish_all` as a dry run: {corpus, pretrain, align, asr, space: folder}."""
+    """`publish_all` as a dry run: {corpus, pretrain, align, asr, asr-baseline, metric, space: folder}."""
     output_dir = tmp_path_factory.mktemp("published")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "build_gallery", fake_build_gallery)
         folders = publish.publish_all(run_dir, NAMESPACE, dry_run=True, output_dir=output_dir)
-    assert folders == {name: output_dir / name for name in ("corpus", "pretrain", "align", "asr", "space")}
+    names = ("corpus", "pretrain", "align", "asr", "asr-baseline", "metric", "space")
+    assert folders == {name: output_dir / name for name in names}
     return folders
 
 
@@ -200,7 +199,7 @@ def test_the_code_in_each_card_runs(published, stage, tmp_path, monkeypatch):
     sf.write("clip.wav", samples, 16000)
     card = (published[stage] / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
-    assert len(blocks) == (3 if stage == "asr" else 2)
+    assert len(blocks) == (4 if stage == "asr" else 2)
     for block in blocks:
         exec(block.replace(f'"{NAMESPACE}/{publish.REPO_NAMES[stage]}"', f'"{published[stage]}"'), {"audio_16khz": samples})
 
@@ -295,13 +294,7 @@ def test_published_folders_load_with_avalign(published, run_dir, expected_output
     assert type(AutoFeatureExtractor.from_pretrained(published["asr"])) is ParakeetFeatureExtractor
 
 
-NO_AVALIGN = """
-import sys, importlib.abc
-class NoAvalign(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "avalign" or name.startswith("avalign."):
-            raise ImportError("avalign is not installed here")
-sys.meta_path.insert(0, NoAvalign())
+LOAD_SAVED = """
 from pathlib import Path
 import torch
 folders, saved = [Path(folder) for folder in sys.argv[1:-1]], torch.load(sys.argv[-1])
@@ -323,7 +316,7 @@ for folder in folders:
     print("REMOTE", folder.name, type(model).__name__)
 """
 STOCK_PARAKEET_CHECK = """
-from transformers import AutoProcessor, LogitsProcessor, ParakeetForCTC, ParakeetForTDT
+from transformers import AutoProcessor, ParakeetForCTC, ParakeetForTDT
 folder = [folder for folder in folders if folder.name == "asr"][0]
 processor = AutoProcessor.from_pretrained(folder / "parakeet-ctc")
 inputs = processor([s.numpy() for s in saved["samples"]], sampling_rate=16000, return_tensors="pt")
@@ -333,15 +326,11 @@ torch.testing.assert_close(ctc(**inputs).logits, saved["outputs"]["asr"])
 assert processor.batch_decode(ctc.generate(**inputs)) == saved["texts"]["ctc"]
 processor = AutoProcessor.from_pretrained(folder / "parakeet-tdt")
 tdt = ParakeetForTDT.from_pretrained(folder / "parakeet-tdt").eval()
-vocab_size, blank = tdt.config.vocab_size, tdt.config.blank_token_id
-class TokensOnly(LogitsProcessor):
-    def __call__(self, input_ids, scores):
-        scores[:, vocab_size:] = float("-inf")
-        return scores
+blank = tdt.config.blank_token_id
 for samples, expected, prefix, text in zip(saved["samples"], saved["tdt"], saved["tdt_prefixes"],
                                            saved["texts"]["tdt"]):
     one = processor([samples.numpy()], sampling_rate=16000, return_tensors="pt")
-    generated = tdt.generate(**one, logits_processor=[TokensOnly()]).sequences
+    generated = tdt.generate(**one).sequences  # the export's generation config keeps durations out of the argmax
     labels = [t for t in generated[0].tolist() if t != blank]
     assert prefix and labels[: len(prefix)] == prefix, (generated, expected)  # equal up to avalign's per-frame cap
     if prefix == expected:  # the cap never acted: the whole transcript agrees
@@ -351,15 +340,10 @@ print("STOCK", type(ctc).__name__, type(tdt).__name__)
 
 
 @pytest.fixture(scope="module")
-def stdout_without_avalign(published, expected_outputs, tmp_path_factory) -> str:
+def stdout_without_avalign(published, expected_outputs, run_without_avalign) -> str:
     """One subprocess where avalign cannot be imported: the three stages as remote code, then the stock exports."""
-    script = textwrap.dedent(NO_AVALIGN + REMOTE_CODE_CHECK + STOCK_PARAKEET_CHECK)
-    arguments = [*(str(published[stage]) for stage in publish.STAGES), str(expected_outputs)]
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path_factory.mktemp("hf")), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, env=env,
-                            timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    script = LOAD_SAVED + REMOTE_CODE_CHECK + STOCK_PARAKEET_CHECK
+    return run_without_avalign(script, *(published[stage] for stage in publish.STAGES), expected_outputs)
 
 
 def test_remote_code_loads_every_stage_where_avalign_is_not_installed(stdout_without_avalign):
@@ -391,9 +375,25 @@ def test_space_folder(published, run_dir):
     gallery = json.loads((folder / "gallery" / "gallery.json").read_text())
     assert gallery["run_dir"] == str(run_dir)
     card, source = SpaceCard.load(folder / "README.md"), SpaceCard.load(Path(app.__file__).parent / "README.md")
-    assert card.data.to_dict() == {**source.data.to_dict(), "models": [f"{NAMESPACE}/avalign-asr",
-                                   f"{NAMESPACE}/avalign-align"], "datasets": [f"{NAMESPACE}/avalign-corpus"]}  # fmt: skip
+    models = [f"{NAMESPACE}/avalign-asr", f"{NAMESPACE}/avalign-align", f"{NAMESPACE}/avalign-asr-baseline"]
+    assert card.data.to_dict() == {**source.data.to_dict(), "models": models,
+                                   "datasets": [f"{NAMESPACE}/avalign-corpus"]}  # fmt: skip
     assert f'Client("{NAMESPACE}/avalign")' in card.text and "holds 2 pictures" in card.text
+
+
+def test_metric_folder_is_an_evaluate_metric_space(published, smoke_corpus):
+    """The published module loads with evaluate by path, offline, and scores like avalign's own metrics."""
+    folder = published["metric"]
+    assert relative_files(folder) == {"avalign-asr-error-rates.py", "app.py", "requirements.txt", "README.md"}
+    card = SpaceCard.load(folder / "README.md")
+    assert card.data.sdk == "gradio" and "metric" in card.data.tags and card.data.app_file == "app.py"
+    assert f'evaluate.load("{NAMESPACE}/avalign-asr-error-rates")' in (folder / "app.py").read_text()
+    metric = evaluate.load(str(folder / "avalign-asr-error-rates.py"))
+    references = load_from_disk(str(smoke_corpus))["test"]["transcript"]
+    predictions = [text[: len(text) // 2] for text in references]
+    assert metric.compute(predictions=predictions, references=references) == asr_error_rates.error_rates(
+        predictions, references
+    )
 
 
 def test_space_without_build_gallery_says_so(run_dir, tmp_path, monkeypatch):

@@ -11,8 +11,10 @@ A stage's upload folder holds only what loads the model (never checkpoints/, log
     configuration_fastconformer.py, modeling_fastconformer.py, tdt_loss.py
     preprocessor_config.json                 ParakeetFeatureExtractor
     README.md                                the model card (hub_cards/<stage>_card.md.j2)
+    pipeline_fastconformer.py                the pipeline class the stage-3 config names in `custom_pipelines`
     stage 3 also:
     tokenizer.json, tokenizer_config.json    ParakeetTokenizer
+    processor_config.json                    ParakeetProcessor (feature extractor + tokenizer) for AutoProcessor
     plots/*.png                              the run's figures (DIR/plots)
     parakeet-ctc/, parakeet-tdt/             the same weights as stock ParakeetForCTC / ParakeetForTDT with a
                                              ParakeetProcessor: they run with no custom code
@@ -20,9 +22,11 @@ A stage's upload folder holds only what loads the model (never checkpoints/, log
 The stage-3 card carries the run's WER / CER (in %) per language and split as model-index `eval_results`. Cards link
 the neighbouring stages as https://huggingface.co/NAMESPACE/<REPO_NAMES[stage]>, so publish a run under one
 namespace. `publish_all` publishes, in this order, the corpus (Parquet per split + its card), the three stages
-(stage 3: the aligned system at the largest fraction) and the Space (app.py, requirements.txt pinned to this avalign
-commit, README from hub_cards/space_readme.md.j2, a gallery and example clips built from the run). Uploads go
-through `HfApi` with the token in HF_TOKEN; `--dry-run` writes the folders to --output-dir and uploads nothing.
+(stage 3: the aligned system at the largest fraction, and the baseline at that fraction as `avalign-asr-baseline`
+when the run has it), the scoring as an `evaluate` metric Space (`avalign-asr-error-rates`: the module, its card, a
+Gradio widget) and the Space (app.py, requirements.txt pinned to this avalign commit, README from
+hub_cards/space_readme.md.j2, a gallery and example clips built from the run). Uploads go through `HfApi` with the
+token in HF_TOKEN; `--dry-run` writes the folders to --output-dir and uploads nothing.
 """
 
 import argparse
@@ -47,7 +51,7 @@ from transformers.models.parakeet import ParakeetProcessor
 from avalign.hub_cards import render
 from avalign.modeling import FastConformerForCTCTDT
 
-from . import report
+from . import asr_error_rates, report
 from .lexicons import LANGUAGE_NAMES
 from .synth import statistics_table
 from .trainer import setup_logging
@@ -60,7 +64,9 @@ REPO_NAMES = {
     "pretrain": "avalign-pretrain",
     "align": "avalign-align",
     "asr": "avalign-asr",
+    "asr-baseline": "avalign-asr-baseline",
     "corpus": "avalign-corpus",
+    "metric": "avalign-asr-error-rates",
     "space": "avalign",
 }
 STAGE_TITLES = {
@@ -75,14 +81,15 @@ STAGE_TAGS = {
     "asr": ["ctc", "tdt", "parakeet"],
 }
 PREPROCESSOR_FILE = "preprocessor_config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+ASR_PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "processor_config.json")
 STOCK_EXPORTS = {"parakeet-ctc": ("to_parakeet_ctc", "ctc"), "parakeet-tdt": ("to_parakeet_tdt", "tdt")}  # export, decoder
 ENCODER_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_kernel_size",
                   "subsampling_factor", "num_mel_bins")  # fmt: skip
 CONFIG_BOILERPLATE = {"architectures", "auto_map", "dtype", "encoder_config", "model_type", "transformers_version",
                       "initializer_range"}  # fmt: skip
 SPACE_FILES = ("app.py", "requirements.txt", "screenshot.png")
-SPACE_VARIABLES = {"AVALIGN_MODEL": "asr", "AVALIGN_ALIGN_MODEL": "align"}  # Space variable -> the stage it names
+# Space variable -> the repo (REPO_NAMES key) it names
+SPACE_VARIABLES = {"AVALIGN_MODEL": "asr", "AVALIGN_ALIGN_MODEL": "align", "AVALIGN_BASELINE_MODEL": "asr-baseline"}
 
 
 # ----------------------------------------------------------------------------------------------------- the run
@@ -119,6 +126,12 @@ def stage_folder(run_dir: Path, stage: str, system: str = "aligned", fraction: f
     return folder
 
 
+def has_baseline(run_dir: Path) -> bool:
+    """Whether the run has a baseline stage-3 model at the aligned system's largest fraction."""
+    fraction = fraction_key(largest_fraction(run_dir, "aligned"))
+    return (run_dir / "asr" / f"baseline-f{fraction}").is_dir()
+
+
 def weight_files(folder: Path) -> list[Path]:
     """model.safetensors, or model.safetensors.index.json and the shards it lists."""
     index = folder / "model.safetensors.index.json"
@@ -136,7 +149,7 @@ def model_files(folder: Path, stage: str) -> list[Path]:
     remote_code |= set(folder.glob("*.py"))  # the modules save_pretrained copied with them (tdt_loss.py)
     needed = [folder / "config.json", folder / PREPROCESSOR_FILE, *weight_files(folder), *sorted(remote_code)]
     if stage == "asr":
-        needed += [folder / name for name in TOKENIZER_FILES]
+        needed += [folder / name for name in ASR_PROCESSOR_FILES]
     for path in needed:
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: {path.name} is missing; it is needed to publish the {stage} stage")
@@ -444,6 +457,11 @@ def space_extras(run_dir: Path, output_dir: Path) -> dict:
     return extras
 
 
+def space_card() -> SpaceCard:
+    """spaces/README.md: the Space's front matter (sdk, sdk_version) and documentation."""
+    return SpaceCard.load(files("avalign.spaces").joinpath("README.md"))
+
+
 def build_space_folder(run_dir: Path, output_dir: Path, namespace: str) -> Path:
     """The Space: app.py, requirements.txt (avalign pinned to this commit), screenshot.png, README.md from
     hub_cards/space_readme.md.j2 with spaces/README.md's front matter and text, gallery/ and examples/."""
@@ -457,19 +475,38 @@ def build_space_folder(run_dir: Path, output_dir: Path, namespace: str) -> Path:
     revision = avalign_revision()
     requirements = source.joinpath("requirements.txt").read_text(encoding="utf-8")
     (output_dir / "requirements.txt").write_text(pin_avalign(requirements, revision), encoding="utf-8")
-    space_card = SpaceCard.load(source.joinpath("README.md"))
-    models = [repo_id(namespace, "asr"), repo_id(namespace, "align")]
-    front_matter = SpaceCardData(**space_card.data.to_dict(), models=models, datasets=[repo_id(namespace, "corpus")])
+    source_card = space_card()
+    models = [repo_id(namespace, repo) for repo in ("asr", "align", "asr-baseline")[: 3 if has_baseline(run_dir) else 2]]
+    front_matter = SpaceCardData(**source_card.data.to_dict(), models=models, datasets=[repo_id(namespace, "corpus")])
     readme = render(
         "space_readme.md.j2",
         front_matter=front_matter.to_yaml(),
-        space_documentation=space_card.text.strip().replace("OWNER/avalign", repo_id(namespace, "space")),
+        space_documentation=source_card.text.strip().replace("OWNER/avalign", repo_id(namespace, "space")),
         asr_repo_id=models[0],
         align_repo_id=models[1],
+        baseline_repo_id=models[2] if len(models) > 2 else None,
         corpus_repo_id=repo_id(namespace, "corpus"),
         avalign_revision=f"commit {revision}" if revision else "(not a git checkout)",
         **space_extras(run_dir, output_dir),
     )
+    (output_dir / "README.md").write_text(readme, encoding="utf-8")
+    return output_dir
+
+
+def build_metric_folder(output_dir: Path, repo: str) -> Path:
+    """The scoring as an `evaluate` metric Space: <repo name>.py (what `evaluate.load(repo)` fetches), README.md
+    from hub_cards/metric_card.md.j2, app.py (evaluate's Gradio widget) and requirements.txt."""
+    output_dir = empty_folder(Path(output_dir))
+    module_file = f"{repo.split('/')[-1]}.py"
+    shutil.copy2(asr_error_rates.__file__, output_dir / module_file)
+    (output_dir / "app.py").write_text(
+        "import evaluate\nfrom evaluate.utils import launch_gradio_widget\n\n"
+        f'launch_gradio_widget(evaluate.load("{repo}"))\n', encoding="utf-8"
+    )
+    (output_dir / "requirements.txt").write_text("evaluate>=0.4\ndatasets\njiwer>=3.0\n", encoding="utf-8")
+    documentation = asr_error_rates.__doc__.split("\n\n", 2)[-1].strip()  # after the usage example
+    readme = render("metric_card.md.j2", repo_id=repo, module_file=module_file, documentation=documentation,
+                    source_url=AVALIGN_URL, gradio_version=space_card().data.sdk_version)  # fmt: skip
     (output_dir / "README.md").write_text(readme, encoding="utf-8")
     return output_dir
 
@@ -537,7 +574,14 @@ def publish_all(run_dir, namespace: str, dry_run: bool = False, output_dir=None,
     for stage in STAGES:
         published[stage] = publish_stage(run_dir, stage, repo_id(namespace, stage), dry_run=dry_run,
                                          output_dir=folder(stage), private=private)  # fmt: skip
-    variables = {key: repo_id(namespace, stage) for key, stage in SPACE_VARIABLES.items()}
+    if has_baseline(run_dir):  # the Space's "aligned vs baseline" view needs it
+        published["asr-baseline"] = publish_stage(run_dir, "asr", repo_id(namespace, "asr-baseline"), "baseline",
+                                                  largest_fraction(run_dir, "aligned"), dry_run,
+                                                  folder("asr-baseline"), private)  # fmt: skip
+    metric_repo = repo_id(namespace, "metric")
+    published["metric"] = publish(lambda out: build_metric_folder(out, metric_repo), metric_repo, dry_run,
+                                  folder("metric"), private, repo_type="space")  # fmt: skip
+    variables = {key: repo_id(namespace, repo) for key, repo in SPACE_VARIABLES.items() if repo in published}
     published["space"] = publish(lambda out: build_space_folder(run_dir, out, namespace), repo_id(namespace, "space"),
                                  dry_run, folder("space"), private, repo_type="space", variables=variables)  # fmt: skip
     return published
