@@ -1,22 +1,27 @@
-"""The avalign Space: transcribe picture-prompted speech and retrieve the pictures it describes.
+"""The avalign Space: transcribe picture-prompted speech, compare the aligned system with the baseline, and retrieve
+the pictures the speech describes.
 
     python spaces/app.py --model RUN_DIR                                   # a pipeline run directory
-    python spaces/app.py --model RUN_DIR --targets roman                   # its romanized-target model
-    python spaces/app.py --model ASR_FOLDER_OR_HUB_ID [--align-model ALIGN_FOLDER_OR_HUB_ID --gallery GALLERY_DIR]
+    python spaces/app.py --model RUN_DIR --targets roman                   # its romanized-target models
+    python spaces/app.py --model ASR_FOLDER_OR_HUB_ID [--baseline-model BASELINE_FOLDER_OR_HUB_ID]
+                         [--align-model ALIGN_FOLDER_OR_HUB_ID --gallery GALLERY_DIR] [--examples EXAMPLES_DIR]
                          [--deromanizer char:FOLDER | lm:MODEL_ID]
 
-With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the alignment model `RUN_DIR/align`, the gallery the
-test-split images of `RUN_DIR/corpus` (with their vision-teacher embeddings) and the examples one test clip per
-language; with `--targets roman` the ASR model is `RUN_DIR/asr/roman-aligned-f1.0` and the de-romanizer
-`RUN_DIR/deromanizer`. A model trained on romanized targets shows its romanized transcript and, for a chosen language,
-the native script from the de-romanizer. On the Hub the Space runs `app.py` without arguments: every option then falls
-back to an environment variable (`AVALIGN_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`,
+With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the baseline `RUN_DIR/asr/baseline-f1.0` (when the
+run has one), the alignment model `RUN_DIR/align`, the gallery the test-split images of `RUN_DIR/corpus` (with their
+vision-teacher embeddings) and the examples one test clip per language; with `--targets roman` the ASR models are
+`RUN_DIR/asr/roman-aligned-f1.0` and `roman-baseline-f1.0` and the de-romanizer `RUN_DIR/deromanizer`. A model trained
+on romanized targets shows its romanized transcript and, for a chosen language, the native script from the
+de-romanizer. On the Hub the Space runs `app.py` without arguments: every option then falls back to an environment
+variable (`AVALIGN_MODEL`, `AVALIGN_BASELINE_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`,
 `AVALIGN_TARGETS`, `AVALIGN_DEROMANIZER`) and the gallery and examples to the `gallery/` and `examples/` folders next
 to this file.
 
 A gallery folder holds PNGs, `gallery.json` ({"teacher": fingerprint, "images": [{"file", "caption", "image_id"}],
 "skipped": {image_id: reason}}) and `embeddings.safetensors` ({"embeddings": (N, E)} unit-norm teacher embeddings,
-row i for images[i]); `build_gallery` writes one from a run directory.
+row i for images[i]); `build_gallery` writes one from a run directory. An examples folder holds audio clips and
+`examples.json` ({file: {"transcript", "language"}}); `write_examples` writes one. A clip whose bytes are those of an
+example is that example: the Space shows its reference transcript and, in the comparison, each system's CER.
 
 Language detection: the corpus languages each have their own script, except Hindi and Marathi (both Devanagari).
 The transcript's most frequent Unicode script among its letters picks the language; within a shared script, the
@@ -26,6 +31,7 @@ language whose corpus vocabulary (`avalign.training.lexicons`) contains most of 
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -42,11 +48,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-from avalign.modeling import FastConformerForCTCTDT, FastConformerForImageAlignment, ctc_greedy_decode
+from avalign.modeling import FastConformerForCTCTDT, FastConformerForImageAlignment, ctc_greedy_decode, word_spans
+from avalign.training.asr_error_rates import error_rates
 from avalign.training.audio import TARGET_SAMPLING_RATE, AudioError, load_audio
 from avalign.training.deromanize import Deromanizer, load_deromanizer
 from avalign.training.lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
 from avalign.training.loaders import AUDIO_SUFFIXES, load_embedded
+from avalign.training.pipeline import fraction_dir
+from avalign.training.romanize import romanize_text
 from avalign.training.teacher import (
     MANIFEST_FILE,
     VisionTeacher,
@@ -63,8 +72,7 @@ MAX_SECONDS = 30.0
 MIN_SECONDS = 0.1
 MAX_FILE_BYTES = 10 * 1024 * 1024
 SILENCE_RMS = 1e-3  # about -60 dBFS
-GALLERY_FILE, GALLERY_EMBEDDINGS_FILE = "gallery.json", "embeddings.safetensors"
-ASR_DEFAULT = {"native": Path("asr") / "aligned-f1.0", "roman": Path("asr") / "roman-aligned-f1.0"}  # by --targets
+GALLERY_FILE, GALLERY_EMBEDDINGS_FILE, EXAMPLES_FILE = "gallery.json", "embeddings.safetensors", "examples.json"
 ALIGN_DEFAULT = Path("align")
 DEROMANIZER_DEFAULT = "deromanizer"
 AUDIO_PROBLEMS = {
@@ -161,20 +169,11 @@ def describe_language(transcript: str, chosen: str = "auto") -> str:
 
 # ----------------------------------------------------------------------------- word timestamps
 def word_timestamps(tokenizer, token_ids, frames, durations, frame_seconds: float, audio_seconds: float) -> list:
-    """[word, start s, end s] per word: a word starts at each token that begins with "▁"; a token spans its
-    frame and its predicted duration (at least one frame)."""
-    words = []  # [token ids, first frame, end frame]
-    for token, token_id, frame, duration in zip(tokenizer.convert_ids_to_tokens(token_ids), token_ids, frames, durations):
-        if token.startswith("▁") or not words:
-            words.append([[], frame, frame])
-        words[-1][0].append(token_id)
-        words[-1][2] = frame + max(duration, 1)
-    rows = []
-    for ids, start, end in words:
-        text = tokenizer.decode(ids, group_tokens=False).strip()
-        if text:
-            rows.append([text, round(start * frame_seconds, 2), round(min(end * frame_seconds, audio_seconds), 2)])
-    return rows
+    """[word, start s, end s] per word (`avalign.modeling.word_spans`): a token spans its frame and its predicted
+    duration (at least one frame); ends are clipped to the audio."""
+    ends = [frame + max(duration, 1) for frame, duration in zip(frames, durations)]
+    return [[text, round(start * frame_seconds, 2), round(min(end * frame_seconds, audio_seconds), 2)]
+            for text, start, end in word_spans(tokenizer, token_ids, frames, ends)]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- gallery
@@ -259,27 +258,56 @@ def build_gallery(
     return output_dir
 
 
+@dataclasses.dataclass
+class Example:
+    """A corpus clip with what was said in it ("" when not known)."""
+
+    path: Path
+    transcript: str = ""
+    language: str = ""
+
+
 def write_examples(
     run_dir: str | os.PathLike, output_dir: str | os.PathLike, per_language: int = 1, split: str = "test"
-) -> list[Path]:
-    """Write the first `per_language` clips of each language of the run's corpus `split` as audio files."""
+) -> list[Example]:
+    """Write the first `per_language` clips of each language of the run's corpus `split` as audio files, and
+    `examples.json` ({file: {"transcript", "language"}}) with what each clip says."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dataset = load_embedded(Path(run_dir) / "corpus")[split].select_columns(["audio", "language", "utterance_id"])
-    taken, paths = Counter(), []
+    columns = ["audio", "language", "utterance_id", "transcript"]
+    dataset = load_embedded(Path(run_dir) / "corpus")[split].select_columns(columns)
+    taken, examples = Counter(), []
     for row in dataset:
         if taken[row["language"]] < per_language:
             taken[row["language"]] += 1
             suffix = Path(row["audio"]["path"] or "").suffix or ".flac"  # the embedded corpus stores FLAC bytes
             path = output_dir / f"{row['utterance_id']}{suffix}"
             path.write_bytes(row["audio"]["bytes"])
-            paths.append(path)
-    return paths
+            examples.append(Example(path, row["transcript"], row["language"]))
+    listing = {example.path.name: {"transcript": example.transcript, "language": example.language}
+               for example in examples}  # fmt: skip
+    (output_dir / EXAMPLES_FILE).write_text(json.dumps(listing, indent=1, ensure_ascii=False), encoding="utf-8")
+    return examples
 
 
-def example_files(folder: str | os.PathLike | None) -> list[Path]:
-    """The audio files of an examples folder (none when no folder is given)."""
-    return sorted(path for path in Path(folder).iterdir() if path.suffix.lower() in AUDIO_SUFFIXES) if folder else []
+def load_examples(folder: str | os.PathLike | None) -> list[Example]:
+    """The audio clips of an examples folder (none when no folder is given): those its `examples.json` lists, in its
+    order and with their transcript and language, then any other clip (sorted, without a transcript)."""
+    if not folder:
+        return []
+    folder = Path(folder)
+    listing_file = folder / EXAMPLES_FILE
+    listing = json.loads(listing_file.read_text(encoding="utf-8")) if listing_file.is_file() else {}
+    clips = {path.name: path for path in sorted(folder.iterdir()) if path.suffix.lower() in AUDIO_SUFFIXES}
+    missing = [name for name in listing if name not in clips]
+    if missing:
+        raise ValueError(f"examples {folder}: {EXAMPLES_FILE} lists {len(missing)} missing clip(s): {missing[:5]}")
+    names = [*listing, *(name for name in clips if name not in listing)]
+    return [Example(clips[name], **listing.get(name, {})) for name in names]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- the Space
@@ -291,23 +319,83 @@ def audio_features(feature_extractor, samples: np.ndarray):
 
 
 @dataclasses.dataclass
-class Space:
-    """The loaded models and gallery, and the two endpoints."""
+class Decoding:
+    """One clip through one stage-3 model: TDT and CTC transcripts, word timestamps [[word, start s, end s]] (TDT)."""
 
-    asr_model: FastConformerForCTCTDT
+    tdt: str
+    ctc: str
+    words: list
+
+
+@dataclasses.dataclass
+class AsrSystem:
+    """A stage-3 model with its feature extractor and tokenizer."""
+
+    model: FastConformerForCTCTDT
     feature_extractor: object  # ParakeetFeatureExtractor
     tokenizer: object  # ParakeetTokenizer
+
+    @classmethod
+    def load(cls, name_or_path, option: str) -> "AsrSystem":
+        return cls(
+            model=load_stage_model(name_or_path, FastConformerForCTCTDT, option),
+            feature_extractor=AutoFeatureExtractor.from_pretrained(name_or_path),
+            tokenizer=AutoTokenizer.from_pretrained(name_or_path),
+        )
+
+    @property
+    def targets(self) -> str:
+        return getattr(self.model.config, "targets", "native")
+
+    @torch.inference_mode()
+    def decode(self, samples: np.ndarray) -> Decoding:
+        """(T,) 16 kHz samples -> greedy TDT and CTC transcripts of one encoder pass, and the TDT word timestamps."""
+        model, inputs = self.model, audio_features(self.feature_extractor, samples)
+        outputs = model(inputs.input_features, attention_mask=inputs.attention_mask)  # one encoder pass, two decoders
+        tdt = model.tdt_greedy_decode(outputs.encoder_states, outputs.encoder_lengths)
+        ctc = ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, model.config.blank_token_id)
+        tdt_text, ctc_text = (self.tokenizer.decode(result.sequences[0], group_tokens=False) for result in (tdt, ctc))
+        frame_seconds = (
+            self.feature_extractor.hop_length * model.config.encoder_config.subsampling_factor / TARGET_SAMPLING_RATE
+        )
+        words = word_timestamps(
+            self.tokenizer, tdt.sequences[0], tdt.frame_timestamps[0], tdt.token_durations[0],
+            frame_seconds, len(samples) / TARGET_SAMPLING_RATE,
+        )  # fmt: skip
+        return Decoding(tdt_text, ctc_text, words)
+
+
+@dataclasses.dataclass
+class Space:
+    """The loaded models, gallery and examples, and the endpoints."""
+
+    asr: AsrSystem  # the aligned system (stage 1 -> 2 -> 3)
+    baseline: AsrSystem | None = None  # stage 1 -> 3, for the comparison
+    comparison_disabled: str = ""  # why the comparison is off; "" when it is on
     align_model: FastConformerForImageAlignment | None = None
     align_feature_extractor: object = None
     gallery: Gallery | None = None
     retrieval_disabled: str = ""  # why retrieval is off; "" when it is on
-    examples: list[Path] = dataclasses.field(default_factory=list)
+    examples: list[Example] = dataclasses.field(default_factory=list)
     workdir: object = None  # a TemporaryDirectory (gallery and examples built from a run) kept alive with the Space
     deromanizer: Deromanizer | None = None  # for a model with romanized targets
 
     @property
     def romanized(self) -> bool:
-        return getattr(self.asr_model.config, "targets", "native") == "roman"
+        return self.asr.targets == "roman"
+
+    @functools.cached_property
+    def examples_by_digest(self) -> dict[str, Example]:
+        return {file_digest(example.path): example for example in self.examples}
+
+    def example_of(self, audio: str | None) -> Example | None:
+        """The corpus example whose file has the same bytes as `audio` (None for any other clip)."""
+        return self.examples_by_digest.get(file_digest(audio)) if audio else None
+
+    def reference_transcript(self, audio: str | None) -> str:
+        """What the clip says when it is a corpus example; "" otherwise."""
+        example = self.example_of(audio)
+        return example.transcript if example else ""
 
     def native_script(self, transcript: str, language: str) -> str:
         """The transcript in its native script: as it is for a native-target model, de-romanized for a roman one."""
@@ -319,26 +407,32 @@ class Space:
             return "(choose the language to see the native script: romanized text does not tell it)"
         return self.deromanizer.deromanize([transcript], [language])[0]
 
-    @torch.inference_mode()
     def transcribe(self, audio: str | None, language: str = "auto"):
         """Audio file -> TDT transcript, CTC transcript, language, word timestamps [[word, start s, end s]], and the
         TDT transcript in the native script (de-romanized when the model writes romanized text)."""
+        decoding = self.asr.decode(read_upload(audio))
+        native = self.native_script(decoding.tdt, language)
+        return decoding.tdt, decoding.ctc, describe_language(decoding.tdt, language), decoding.words, native
+
+    def compare(self, audio: str | None):
+        """Audio file -> the reference transcript ("" unless the clip is a corpus example), the aligned system's TDT
+        and CTC transcripts, the baseline's, and [[system, CER (TDT), CER (CTC)]] against the reference (no rows
+        without one)."""
+        if self.comparison_disabled:
+            raise rejected(self.comparison_disabled)
         samples = read_upload(audio)
-        model, inputs = self.asr_model, audio_features(self.feature_extractor, samples)
-        outputs = model(inputs.input_features, attention_mask=inputs.attention_mask)  # one encoder pass, two decoders
-        tdt = model.tdt_greedy_decode(outputs.encoder_states, outputs.encoder_lengths)
-        ctc = ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, model.config.blank_token_id)
-        tdt_text, ctc_text = (
-            self.tokenizer.decode(result.sequences[0], group_tokens=False) for result in (tdt, ctc)
-        )
-        frame_seconds = (
-            self.feature_extractor.hop_length * model.config.encoder_config.subsampling_factor / TARGET_SAMPLING_RATE
-        )
-        words = word_timestamps(
-            self.tokenizer, tdt.sequences[0], tdt.frame_timestamps[0], tdt.token_durations[0],
-            frame_seconds, len(samples) / TARGET_SAMPLING_RATE,
-        )  # fmt: skip
-        return tdt_text, ctc_text, describe_language(tdt_text, language), words, self.native_script(tdt_text, language)
+        decodings = {"aligned": self.asr.decode(samples), "baseline": self.baseline.decode(samples)}
+        example = self.example_of(audio)
+        reference = example.transcript if example else ""
+        scores = self.character_error_rates(decodings, example) if reference else []
+        aligned, baseline = decodings.values()
+        return reference, aligned.tdt, aligned.ctc, baseline.tdt, baseline.ctc, scores
+
+    def character_error_rates(self, decodings: dict[str, Decoding], example: Example) -> list:
+        """[[system, CER (TDT), CER (CTC)]] against the example's transcript, romanized for a romanized-target model."""
+        reference = romanize_text(example.transcript, example.language) if self.romanized else example.transcript
+        cer = lambda hypothesis: round(error_rates([hypothesis], [reference])["cer"], 4)  # noqa: E731
+        return [[system, cer(decoding.tdt), cer(decoding.ctc)] for system, decoding in decodings.items()]
 
     @torch.inference_mode()
     def retrieve_images(self, audio: str | None, top_k: int = 5):
@@ -370,17 +464,24 @@ def is_run_dir(path: str) -> bool:
     return (Path(path) / "asr").is_dir()
 
 
+def run_model_dir(system: str, targets: str) -> Path:
+    """A run's stage-3 model folder of `system` ("aligned" or "baseline") fine-tuned on all its transcripts."""
+    return Path("asr") / fraction_dir(system, 1.0, targets)
+
+
 def load_space(args: argparse.Namespace) -> Space:
-    """Load the models (once) and the gallery; in run-directory mode fill in the defaults from the run."""
-    asr_path, align_path, gallery_dir, deromanizer = args.model, args.align_model, args.gallery, args.deromanizer
-    examples, workdir = example_files(args.examples), None
+    """Load the models (once), the gallery and the examples; in run-directory mode fill in the defaults from the run."""
+    asr_path, baseline_path, deromanizer = args.model, args.baseline_model, args.deromanizer
+    align_path, gallery_dir, examples, workdir = args.align_model, args.gallery, load_examples(args.examples), None
     if is_run_dir(args.model):
         run_dir = Path(args.model)
-        asr_path = run_dir / ASR_DEFAULT[args.targets]
+        asr_path = run_dir / run_model_dir("aligned", args.targets)
         if not asr_path.is_dir():
             found = sorted(path.name for path in (run_dir / "asr").iterdir())
             missing = asr_path.relative_to(run_dir)
             raise ValueError(f"run {run_dir}: no {missing} model; found {found}: pass one as --model")
+        run_baseline = run_dir / run_model_dir("baseline", args.targets)
+        baseline_path = baseline_path or (run_baseline if run_baseline.is_dir() else None)
         if args.targets == "roman" and not deromanizer and (run_dir / DEROMANIZER_DEFAULT).is_dir():
             deromanizer = f"char:{run_dir / DEROMANIZER_DEFAULT}"
         align_path = align_path or run_dir / ALIGN_DEFAULT
@@ -388,20 +489,42 @@ def load_space(args: argparse.Namespace) -> Space:
         gallery_dir = gallery_dir or build_gallery(run_dir, Path(workdir.name) / "gallery")
         examples = examples or write_examples(run_dir, Path(workdir.name) / "examples")
     space = Space(
-        asr_model=load_stage_model(asr_path, FastConformerForCTCTDT, "--model"),
-        feature_extractor=AutoFeatureExtractor.from_pretrained(asr_path),
-        tokenizer=AutoTokenizer.from_pretrained(asr_path),
+        asr=AsrSystem.load(asr_path, "--model"),
         examples=examples,
         workdir=workdir,
         deromanizer=load_deromanizer(deromanizer) if deromanizer else None,
     )
+    enable_comparison(space, baseline_path)
+    enable_retrieval(space, align_path, gallery_dir)
+    return space
+
+
+def enable_comparison(space: Space, baseline_path) -> None:
+    """Load the baseline model, or say in `space.comparison_disabled` why there is none."""
+    if not baseline_path:
+        space.comparison_disabled = (
+            "Aligned vs baseline is disabled: no baseline model. Start the Space with --baseline-model (a baseline "
+            "stage-3 folder or Hub id; on the Hub, the AVALIGN_BASELINE_MODEL variable), or with --model pointing at "
+            f"a pipeline run directory that has {run_model_dir('baseline', space.asr.targets).as_posix()}/."
+        )
+        return
+    space.baseline = AsrSystem.load(baseline_path, "--baseline-model")
+    if space.baseline.targets != space.asr.targets:
+        raise ValueError(
+            f"--baseline-model {baseline_path} writes {space.baseline.targets} targets but --model writes "
+            f"{space.asr.targets} targets: compare two models of the same kind"
+        )
+
+
+def enable_retrieval(space: Space, align_path, gallery_dir) -> None:
+    """Load the alignment model and the gallery, or say in `space.retrieval_disabled` what is missing."""
     missing = [option for option, value in (("--align-model", align_path), ("--gallery", gallery_dir)) if not value]
     if missing:
         space.retrieval_disabled = (
             f"Image retrieval is disabled: start the Space with {' and '.join(missing)} "
             "(or with --model pointing at a pipeline run directory)."
         )
-        return space
+        return
     space.align_model = load_stage_model(align_path, FastConformerForImageAlignment, "--align-model")
     space.align_feature_extractor = AutoFeatureExtractor.from_pretrained(align_path)
     space.gallery = load_gallery(gallery_dir)
@@ -411,14 +534,93 @@ def load_space(args: argparse.Namespace) -> Space:
             f"--align-model {align_path} embeds into {model_dim} dimensions but gallery {gallery_dir} holds "
             f"{gallery_dim}-dimensional embeddings: they come from different vision teachers"
         )
-    return space
 
 
 # ----------------------------------------------------------------------------- UI
+def speech_input() -> gr.Audio:
+    return gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
+
+
+def reference_box() -> gr.Textbox:
+    return gr.Textbox(label="Reference transcript (corpus clips)", interactive=False)
+
+
+def corpus_examples(space: Space, audio: gr.Audio, reference: gr.Textbox) -> None:
+    """The corpus clips with what they say; `reference` follows the audio (empty for a clip of one's own)."""
+    if space.examples:
+        rows = [[str(example.path), example.transcript] for example in space.examples]
+        gr.Examples(rows, inputs=[audio, reference], label="Corpus clips")
+    audio.change(space.reference_transcript, audio, reference, api_visibility="private", queue=False)
+
+
+def transcribe_tab(space: Space) -> None:
+    with gr.Row():
+        with gr.Column():
+            audio = speech_input()
+            language = gr.Dropdown(
+                [("auto (detect from the script)", "auto")] + [(language_label(code), code) for code in LANGUAGES],
+                value="auto", label="Language",
+            )  # fmt: skip
+            button = gr.Button("Transcribe", variant="primary")
+            reference = reference_box()
+        with gr.Column():
+            script = " (romanized)" if space.romanized else ""
+            tdt_text = gr.Textbox(label=f"Transcript (TDT){script}", interactive=False)
+            native = gr.Textbox(label="Native script (de-romanized)", interactive=False, visible=space.romanized)
+            ctc_text = gr.Textbox(label=f"Transcript (CTC){script}", interactive=False)
+            detected = gr.Textbox(label="Language (detected or chosen)", interactive=False)
+    words = gr.Dataframe(headers=["word", "start (s)", "end (s)"], label="Word timestamps (TDT)", interactive=False)
+    corpus_examples(space, audio, reference)
+    button.click(space.transcribe, [audio, language], [tdt_text, ctc_text, detected, words, native])
+
+
+def compare_tab(space: Space) -> None:
+    gr.Markdown(
+        space.comparison_disabled
+        or "The same clip through the aligned system (pretrain → align → fine-tune) and the baseline (pretrain → "
+        "fine-tune), both fine-tuned on the same transcripts; for a corpus clip, their character error rates."
+    )
+    script = " (romanized)" if space.romanized else ""
+    with gr.Row():
+        with gr.Column():
+            audio = speech_input()
+            button = gr.Button("Transcribe with both", variant="primary")
+        with gr.Column():
+            reference = reference_box()
+            scores = gr.Dataframe(
+                headers=["system", "CER (TDT)", "CER (CTC)"], interactive=False,
+                label=f"Character error rate against the reference{script}",
+            )  # fmt: skip
+    transcripts = []
+    with gr.Row():
+        for system in ("Aligned", "Baseline"):
+            with gr.Column():
+                transcripts += [gr.Textbox(label=f"{system}: TDT{script}", interactive=False),
+                                gr.Textbox(label=f"{system}: CTC{script}", interactive=False)]  # fmt: skip
+    corpus_examples(space, audio, reference)
+    button.click(space.compare, [audio], [reference, *transcripts, scores])
+
+
+def retrieval_tab(space: Space) -> None:
+    if space.retrieval_disabled:
+        gr.Markdown(space.retrieval_disabled)
+    with gr.Row():
+        with gr.Column():
+            audio = speech_input()
+            gallery_size = len(space.gallery) if space.gallery else 10
+            top_k = gr.Slider(1, gallery_size, value=min(5, gallery_size), step=1, label="Images to show (k)")
+            button = gr.Button("Find the pictures", variant="primary")
+            reference = reference_box()
+        with gr.Column():
+            images = gr.Gallery(label="Closest gallery images", columns=3)
+    scores = gr.Dataframe(headers=["rank", "image_id", "caption", "cosine"], label="Scores", interactive=False)
+    corpus_examples(space, audio, reference)
+    button.click(space.retrieve_images, [audio, top_k], [images, scores])
+
+
 def build_demo(args: argparse.Namespace) -> gr.Blocks:
-    """The Blocks UI over models loaded once; endpoints /transcribe and /retrieve_images."""
+    """The Blocks UI over models loaded once; endpoints /transcribe, /compare and /retrieve_images."""
     space = load_space(args)
-    examples = [str(path) for path in space.examples]
     limits = f"Clips up to {MAX_SECONDS:g} s and {MAX_FILE_BYTES / 2**20:g} MB ({', '.join(AUDIO_SUFFIXES)})."
     with gr.Blocks(title="avalign: picture-prompted speech recognition") as demo:
         gr.Markdown(
@@ -426,42 +628,11 @@ def build_demo(args: argparse.Namespace) -> gr.Blocks:
             f"continued-pretraining stage (FastConformer, CTC + TDT). {limits}"
         )
         with gr.Tab("Transcribe"):
-            with gr.Row():
-                with gr.Column():
-                    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
-                    language = gr.Dropdown(
-                        [("auto (detect from the script)", "auto")]
-                        + [(language_label(code), code) for code in LANGUAGES],
-                        value="auto", label="Language",
-                    )  # fmt: skip
-                    transcribe_button = gr.Button("Transcribe", variant="primary")
-                with gr.Column():
-                    script = " (romanized)" if space.romanized else ""
-                    tdt_text = gr.Textbox(label=f"Transcript (TDT){script}", interactive=False)
-                    native = gr.Textbox(label="Native script (de-romanized)", interactive=False, visible=space.romanized)
-                    ctc_text = gr.Textbox(label=f"Transcript (CTC){script}", interactive=False)
-                    detected = gr.Textbox(label="Language (detected or chosen)", interactive=False)
-            words = gr.Dataframe(
-                headers=["word", "start (s)", "end (s)"], label="Word timestamps (TDT)", interactive=False
-            )
-            if examples:
-                gr.Examples([[path, "auto"] for path in examples], inputs=[audio, language], label="Corpus clips")
-            transcribe_button.click(space.transcribe, [audio, language], [tdt_text, ctc_text, detected, words, native])
+            transcribe_tab(space)
+        with gr.Tab("Aligned vs baseline"):
+            compare_tab(space)
         with gr.Tab("Image retrieval"):
-            if space.retrieval_disabled:
-                gr.Markdown(space.retrieval_disabled)
-            with gr.Row():
-                with gr.Column():
-                    retrieval_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Speech")
-                    gallery_size = len(space.gallery) if space.gallery else 10
-                    top_k = gr.Slider(1, gallery_size, value=min(5, gallery_size), step=1, label="Images to show (k)")
-                    retrieve_button = gr.Button("Find the pictures", variant="primary")
-                with gr.Column():
-                    images = gr.Gallery(label="Closest gallery images", columns=3)
-            scores = gr.Dataframe(headers=["rank", "image_id", "caption", "cosine"], label="Scores", interactive=False)
-            if examples:
-                gr.Examples([[path] for path in examples], inputs=[retrieval_audio], label="Corpus clips")
-            retrieve_button.click(space.retrieve_images, [retrieval_audio, top_k], [images, scores])
+            retrieval_tab(space)
     return demo
 
 
@@ -470,11 +641,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     default_folder = lambda name: str(SPACE_DIR / name) if (SPACE_DIR / name).is_dir() else None  # noqa: E731
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=environ("AVALIGN_MODEL"), help="run directory, stage-3 folder or Hub id")
+    parser.add_argument("--baseline-model", default=environ("AVALIGN_BASELINE_MODEL"),
+                        help="baseline stage-3 folder or Hub id (no alignment stage)")  # fmt: skip
     parser.add_argument("--align-model", default=environ("AVALIGN_ALIGN_MODEL"), help="stage-2 folder or Hub id")
     parser.add_argument("--gallery", default=environ("AVALIGN_GALLERY") or default_folder("gallery"),
                         help="a gallery folder (see build_gallery)")  # fmt: skip
     parser.add_argument("--examples", default=environ("AVALIGN_EXAMPLES") or default_folder("examples"),
-                        help="a folder of audio clips")  # fmt: skip
+                        help="a folder of audio clips and examples.json (see write_examples)")  # fmt: skip
     parser.add_argument("--targets", choices=["native", "roman"], default=environ("AVALIGN_TARGETS", "native"),
                         help="with a run directory: its native-script or its romanized-target ASR model")  # fmt: skip
     parser.add_argument("--deromanizer", default=environ("AVALIGN_DEROMANIZER"),

@@ -1,5 +1,6 @@
-"""The Gradio Space: input checks, language detection, word timestamps, the gallery, the live endpoints
-(gradio_client, good and bad uploads) and a headless-Chromium screenshot of the page."""
+"""The Gradio Space: input checks, language detection, word timestamps, the gallery, the examples and their
+transcripts, the live endpoints (gradio_client: transcription, aligned vs baseline, retrieval, good and bad uploads)
+and a headless-Chromium screenshot of the page."""
 
 import json
 import os
@@ -34,8 +35,10 @@ from avalign.modeling import (  # noqa: E402
 )
 from avalign.spaces import app  # noqa: E402
 from avalign.training import synth  # noqa: E402
+from avalign.training.asr_error_rates import error_rates  # noqa: E402
 from avalign.training.deromanize import CharTransliterator  # noqa: E402
 from avalign.training.lexicons import LANGUAGES, LEXICONS  # noqa: E402
+from avalign.training.romanize import romanize_text  # noqa: E402
 from avalign.training.scenes import sample_scene  # noqa: E402
 from avalign.training.teacher import EMBEDDINGS_FILE  # noqa: E402
 
@@ -69,7 +72,8 @@ def save_stage_model(model, folder, tokenizer=None):
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    """corpus (test split), teacher, align and asr/aligned-f1.0 of a pipeline run, all tiny and untrained."""
+    """corpus (test split), teacher, align, asr/aligned-f1.0 and asr/baseline-f1.0 of a pipeline run, all tiny and
+    untrained (the two ASR models from different random weights)."""
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("run")
     corpus = corpus_test_split(RUN_LANGUAGES)
@@ -77,14 +81,19 @@ def run_dir(tmp_path_factory):
     embedding_dim = save_tiny_teacher(run / "teacher")
     encoder = FastConformerConfig.from_preset("tiny").to_dict()
     tokenizer = train_tokenizer(corpus["test"]["transcript"], vocab_size=300)
-    asr = FastConformerForCTCTDT(
-        FastConformerCTCTDTConfig(encoder_config=encoder, vocab_size=len(tokenizer), decoder_hidden_size=32)
-    )
-    save_stage_model(asr, run / "asr" / "aligned-f1.0", tokenizer)
+    asr_config = FastConformerCTCTDTConfig(encoder_config=encoder, vocab_size=len(tokenizer), decoder_hidden_size=32)
+    for system in ("aligned", "baseline"):
+        save_stage_model(FastConformerForCTCTDT(asr_config), run / "asr" / f"{system}-f1.0", tokenizer)
     align_config = FastConformerAlignmentConfig(encoder_config=encoder, image_embedding_dim=embedding_dim)
     align = FastConformerForImageAlignment(align_config)
     save_stage_model(align, run / "align")
     return run
+
+
+@pytest.fixture(scope="session")
+def corpus_clips(run_dir, tmp_path_factory) -> list:
+    """The Space's examples of the tiny run: one corpus test clip per language, with its transcript."""
+    return app.write_examples(run_dir, tmp_path_factory.mktemp("examples"))
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +148,10 @@ BAD_UPLOADS = {  # kind -> words the message must contain
     "overlong": "too long",
     "png": "not an audio file",
 }
+
+
+def character_error_rate(hypothesis: str, reference: str) -> float:
+    return error_rates([hypothesis], [reference])["cer"]
 
 
 # ----------------------------------------------------------------------------- unit tests
@@ -232,14 +245,16 @@ def test_stage3_folder_alone_disables_retrieval_with_a_message(run_dir, clips):
     tdt_text, ctc_text, language, words, native = space.transcribe(str(clips["good"]))
     assert " ".join(row[0] for row in words) == " ".join(tdt_text.split())
     assert not space.romanized and native == tdt_text  # a native-script model's transcript is already native
+    with pytest.raises(gr.Error, match="Aligned vs baseline is disabled.*--baseline-model.*asr/baseline-f1.0/"):
+        space.compare(str(clips["good"]))
 
 
 def test_roman_target_model_shows_romanized_and_native_output(run_dir, clips, tmp_path):
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
-    roman_dir = run / "asr" / "roman-aligned-f1.0"
-    shutil.copytree(run / "asr" / "aligned-f1.0", roman_dir)
-    config = json.loads((roman_dir / "config.json").read_text())
-    (roman_dir / "config.json").write_text(json.dumps({**config, "targets": "roman"}))
+    for system in ("aligned", "baseline"):
+        roman_dir = shutil.copytree(run / "asr" / f"{system}-f1.0", run / "asr" / f"roman-{system}-f1.0")
+        config = json.loads((roman_dir / "config.json").read_text())
+        (roman_dir / "config.json").write_text(json.dumps({**config, "targets": "roman"}))
     deromanizer = CharTransliterator.from_words([("hi", "namaste", "नमस्ते"), ("ta", "vanakkam", "வணக்கம்")])
     deromanizer.save(run / "deromanizer")
     space = app.load_space(app.parse_args(["--model", str(run), "--targets", "roman"]))
@@ -249,6 +264,14 @@ def test_roman_target_model_shows_romanized_and_native_output(run_dir, clips, tm
     assert "choose the language" in space.transcribe(str(clips["good"]), "auto")[4]
     space.deromanizer = None
     assert "--deromanizer" in space.native_script("namaste", "hi")
+    hindi = next(example for example in space.examples if example.language == "hi")
+    reference, aligned_tdt, *_, scores = space.compare(str(hindi.path))
+    romanized = romanize_text(reference, "hi")
+    assert reference == hindi.transcript and romanized != reference
+    assert scores[0][1] == round(character_error_rate(aligned_tdt, romanized), 4)  # scored in the model's script
+    mixed = ["--model", str(run / "asr" / "roman-aligned-f1.0"), "--baseline-model", str(run / "asr" / "baseline-f1.0")]
+    with pytest.raises(ValueError, match="writes native targets but --model writes roman targets"):
+        app.load_space(app.parse_args(mixed))
 
 
 def test_stage3_folder_with_align_model_and_gallery(run_dir, random_gallery, clips):
@@ -275,6 +298,32 @@ def test_gallery_of_another_embedding_dim_is_refused(run_dir, tmp_path, random_g
         app.load_space(app.parse_args(args))
 
 
+def test_write_examples_keeps_each_clips_transcript(run_dir, corpus_clips, tmp_path):
+    test_split = app.load_embedded(run_dir / "corpus")["test"]
+    first = {language: test_split[test_split["language"].index(language)] for language in RUN_LANGUAGES}
+    assert [example.language for example in corpus_clips] == list(RUN_LANGUAGES)
+    for example in corpus_clips:
+        row = first[example.language]
+        assert example.path.name == f"{row['utterance_id']}.flac" and example.transcript == row["transcript"]
+    assert app.load_examples(corpus_clips[0].path.parent) == corpus_clips  # examples.json travels with the clips
+    shutil.copy(corpus_clips[0].path, tmp_path)
+    assert app.load_examples(tmp_path) == [app.Example(tmp_path / corpus_clips[0].path.name)]  # no examples.json
+    shutil.copy(corpus_clips[0].path.parent / app.EXAMPLES_FILE, tmp_path)
+    with pytest.raises(ValueError, match="lists 2 missing clip"):
+        app.load_examples(tmp_path)
+
+
+def test_run_directory_brings_its_baseline_and_the_corpus_references(run_dir, corpus_clips, clips):
+    space = app.load_space(app.parse_args(["--model", str(run_dir)]))
+    baseline = app.AsrSystem.load(run_dir / "asr" / "baseline-f1.0", "--baseline-model")
+    samples = app.read_upload(str(clips["good"]))
+    assert not space.comparison_disabled and space.baseline.decode(samples) == baseline.decode(samples)
+    assert space.asr.decode(samples) != baseline.decode(samples)
+    references = [space.reference_transcript(str(example.path)) for example in corpus_clips]  # same bytes, other folder
+    assert references == [example.transcript for example in corpus_clips]
+    assert space.reference_transcript(str(clips["good"])) == ""
+
+
 # ----------------------------------------------------------------------------- the live Space
 def free_port() -> int:
     with socket.socket() as sock:
@@ -282,13 +331,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(run_dir):
+def launch(model: Path):
+    """Start the Space on `model` at a free local port; yields (url, client) and closes it afterwards."""
     port = free_port()
-    demo = app.main(["--model", str(run_dir), "--host", "127.0.0.1", "--port", str(port)], prevent_thread_lock=True)
+    demo = app.main(["--model", str(model), "--host", "127.0.0.1", "--port", str(port)], prevent_thread_lock=True)
     url = f"http://127.0.0.1:{port}/"
     yield url, Client(url, verbose=False)
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    """The Space on the whole run: both ASR systems, retrieval and the corpus examples."""
+    yield from launch(run_dir)
+
+
+@pytest.fixture(scope="module")
+def aligned_only_server(run_dir):
+    """The Space on the aligned stage-3 folder alone: no baseline, no retrieval, no examples."""
+    yield from launch(run_dir / "asr" / "aligned-f1.0")
 
 
 def test_transcribe_endpoint(server, clips):
@@ -316,12 +377,43 @@ def test_retrieve_images_endpoint(server, clips, run_dir):
     assert all(image["caption"].startswith(f"{rank}. ") for rank, image in enumerate(images, start=1))
 
 
+def test_compare_endpoint_shows_both_systems_and_the_reference(server, run_dir, corpus_clips):
+    _, client = server
+    systems = [app.AsrSystem.load(run_dir / "asr" / f"{name}-f1.0", "--model") for name in ("aligned", "baseline")]
+    for example in corpus_clips:
+        reference, *transcripts, scores = client.predict(handle_file(str(example.path)), api_name="/compare")
+        assert reference == example.transcript
+        decodings = [system.decode(app.read_upload(str(example.path))) for system in systems]
+        expected = [text for decoding in decodings for text in (decoding.tdt, decoding.ctc)]
+        assert transcripts == expected  # aligned TDT, aligned CTC, baseline TDT, baseline CTC
+        assert scores["headers"] == ["system", "CER (TDT)", "CER (CTC)"]
+        assert [row[0] for row in scores["data"]] == ["aligned", "baseline"]
+        rates = [rate for row in scores["data"] for rate in row[1:]]
+        assert rates == pytest.approx([character_error_rate(text, reference) for text in expected], abs=1e-4)
+
+
+def test_compare_of_an_own_clip_has_no_reference(server, clips):
+    _, client = server
+    reference, *transcripts, scores = client.predict(handle_file(str(clips["good"])), api_name="/compare")
+    assert reference == "" and scores["data"] == [] and all(isinstance(text, str) for text in transcripts)
+
+
+def test_compare_without_baseline_says_how_to_enable_it(aligned_only_server, clips):
+    _, client = aligned_only_server
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(clips["good"])), api_name="/compare")
+    for part in ("Aligned vs baseline is disabled", "--baseline-model", "AVALIGN_BASELINE_MODEL", "asr/baseline-f1.0/"):
+        assert part in str(caught.value)
+    texts = json.dumps([component.get("props", {}).get("value") for component in client.config["components"]])
+    assert "Aligned vs baseline is disabled" in texts  # the tab says so too
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_UPLOADS))
 def test_bad_uploads_get_a_clear_message(server, clips, kind):
     _, client = server
-    for api_name, extra in (("/transcribe", "auto"), ("/retrieve_images", 3)):
+    for api_name, extra in (("/transcribe", ["auto"]), ("/compare", []), ("/retrieve_images", [3])):
         with pytest.raises(AppError) as caught:
-            client.predict(handle_file(str(clips[kind])), extra, api_name=api_name)
+            client.predict(handle_file(str(clips[kind])), *extra, api_name=api_name)
         assert BAD_UPLOADS[kind] in str(caught.value)
         assert "Traceback" not in str(caught.value)
 
@@ -335,13 +427,13 @@ def test_server_stays_up_after_bad_uploads(server, clips):
     assert words["headers"] == ["word", "start (s)", "end (s)"] and isinstance(tdt_text, str)
 
 
-def test_example_clips_come_from_the_corpus(server):
+def test_example_clips_come_from_the_corpus_with_their_transcripts(server, corpus_clips):
     _, client = server
-    config = client.config
-    examples = [component for component in config["components"] if component.get("type") == "dataset"]
-    assert examples, "no gr.Examples on the page"
-    names = json.dumps(examples)
-    assert all(f"test-{language}-00000.flac" in names for language in RUN_LANGUAGES)
+    tables = [component["props"] for component in client.config["components"] if component.get("type") == "dataset"]
+    assert len(tables) == 3, "one table of corpus clips per tab"
+    for table in tables:
+        assert [row[1] for row in table["samples"]] == [example.transcript for example in corpus_clips]
+        assert all(example.path.name in json.dumps(row[0]) for row, example in zip(table["samples"], corpus_clips))
 
 
 # ----------------------------------------------------------------------------- headless screenshot
@@ -371,5 +463,7 @@ def test_page_screenshot_and_labels(server, tmp_path):
     assert image.size == (1280, 1600)
     assert len(image.getcolors(maxcolors=1 << 20) or []) > 50  # text and widgets, not a blank page
     dom = run_chromium(url, tmp_path / "profile", "--dump-dom").stdout
-    for label in ("Speech", "Transcript (TDT)", "Transcript (CTC)", "Language", "Word timestamps", "Image retrieval"):
+    labels = ("Speech", "Transcript (TDT)", "Transcript (CTC)", "Language", "Word timestamps", "Aligned vs baseline",
+              "Image retrieval", "Reference transcript")  # fmt: skip
+    for label in labels:
         assert label in dom, label
