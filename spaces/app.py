@@ -25,7 +25,7 @@ example is that example: the Space shows its reference transcript and, in the co
 
 Language detection: the corpus languages each have their own script, except Hindi and Marathi (both Devanagari).
 The transcript's most frequent Unicode script among its letters picks the language; within a shared script, the
-language whose corpus vocabulary (`avalign.training.lexicons`) contains most of the transcript's words wins.
+language whose corpus vocabulary (`avalign.training.corpus.lexicons`) contains most of the transcript's words wins.
 """
 
 import argparse
@@ -49,13 +49,14 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
 from avalign.modeling import FastConformerForCTCTDT, FastConformerForImageAlignment, ctc_greedy_decode, word_spans
-from avalign.training.asr_error_rates import error_rates
-from avalign.training.audio import TARGET_SAMPLING_RATE, AudioError, load_audio
-from avalign.training.deromanize import Deromanizer, load_deromanizer
-from avalign.training.lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
-from avalign.training.loaders import AUDIO_SUFFIXES, load_embedded
+from avalign.training.corpus.lexicons import LEXICONS
+from avalign.training.data.audio import TARGET_SAMPLING_RATE, AudioError, load_audio
+from avalign.training.data.loaders import load_embedded
+from avalign.training.evaluation.asr_error_rates import error_rates
 from avalign.training.pipeline import fraction_dir
-from avalign.training.romanize import romanize_text
+from avalign.training.roman.deromanize import Deromanizer, load_deromanizer
+from avalign.training.roman.romanize import romanize_text
+from avalign.training.schema import AUDIO_SUFFIXES, LANGUAGE_NAMES, LANGUAGES
 from avalign.training.teacher import (
     MANIFEST_FILE,
     VisionTeacher,

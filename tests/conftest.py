@@ -39,7 +39,7 @@ def run_without_avalign(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_corpus(tmp_path_factory):
     """The `smoke` preset of the embedded corpus in two languages (Hindi and English), written once."""
-    from avalign.training.synth import write_corpus
+    from avalign.training.corpus.synth import write_corpus
 
     folder = tmp_path_factory.mktemp("corpus")
     write_corpus(folder, preset="smoke", languages=("hi", "en"), progress=False)

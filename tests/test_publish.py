@@ -30,7 +30,8 @@ from avalign.modeling import (
     train_tokenizer,
 )
 from avalign.spaces import app
-from avalign.training import asr_error_rates, publish
+from avalign.training import publish
+from avalign.training.evaluation import asr_error_rates
 
 NAMESPACE = "someone"
 LANGUAGES = ("hi", "en")

@@ -34,12 +34,13 @@ from avalign.modeling import (  # noqa: E402
     train_tokenizer,
 )
 from avalign.spaces import app  # noqa: E402
-from avalign.training import synth  # noqa: E402
-from avalign.training.asr_error_rates import error_rates  # noqa: E402
-from avalign.training.deromanize import CharTransliterator  # noqa: E402
-from avalign.training.lexicons import LANGUAGES, LEXICONS  # noqa: E402
-from avalign.training.romanize import romanize_text  # noqa: E402
-from avalign.training.scenes import sample_scene  # noqa: E402
+from avalign.training.corpus import synth  # noqa: E402
+from avalign.training.corpus.lexicons import LEXICONS  # noqa: E402
+from avalign.training.corpus.scenes import sample_scene  # noqa: E402
+from avalign.training.evaluation.asr_error_rates import error_rates  # noqa: E402
+from avalign.training.roman.deromanize import CharTransliterator  # noqa: E402
+from avalign.training.roman.romanize import romanize_text  # noqa: E402
+from avalign.training.schema import LANGUAGES  # noqa: E402
 from avalign.training.teacher import EMBEDDINGS_FILE  # noqa: E402
 
 RUN_LANGUAGES = ("hi", "ta", "en")

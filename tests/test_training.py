@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining
 
 from avalign.training import train_align, train_asr, train_pretrain
-from avalign.training.corpus import feature_extractor, load_splits
-from avalign.training.data import SpeechCollator
+from avalign.training.data.batching import SpeechCollator
+from avalign.training.data.splits import feature_extractor, load_splits
 from avalign.training.trainer import AugmentationArguments, NonFiniteLossError, StageArguments, StageTrainer
 from avalign.training.trainer import parse_arguments
 

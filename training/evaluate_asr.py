@@ -11,13 +11,13 @@ Writes, for one fine-tuning fraction:
                                                      (and any other comparison asked for, under its own key)
     OUT/predictions-<name>-<split>-<decoding>.jsonl  one record per utterance: utterance_id, language, reference,
                                                      hypothesis, duration
-    OUT/report.md, OUT/plots/*.png                   tables and figures (training/report.py)
+    OUT/report.md, OUT/plots/*.png                   tables and figures (training/evaluation/report.py)
 
 `scores` is `metrics.score`'s {"overall", "per_language"} plus "skipped": {reason: rows} for rows whose audio did
 not decode (counted, logged, never fatal). With two models, "comparison" holds the paired bootstrap of the first
 minus the second (`metrics.compare`) on `--metric` (CER by default: it is defined alike for every script); the
 pipeline also asks for "scratch_comparison" (baseline minus a stage-3 model trained from a random encoder).
-Text normalisation and statistics: see training/metrics.py.
+Text normalisation and statistics: see training/evaluation/metrics.py.
 """
 
 import argparse
@@ -33,10 +33,12 @@ from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
 import avalign.modeling  # noqa: F401  (registers the FastConformer classes with the Auto classes)
 
-from .corpus import load_splits, with_targets
-from .data import DurationBucketSampler, SkipReport, SpeechCollator
-from .metrics import METRICS, compare, score
-from .report import write_report
+from .data.batching import DurationBucketSampler, SkipReport, SpeechCollator
+from .data.splits import load_splits
+from .evaluation.metrics import METRICS, compare, score
+from .evaluation.report import write_report
+from .logs import setup_logging
+from .roman.romanize import with_targets
 
 logger = logging.getLogger("avalign")
 
@@ -209,7 +211,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     args = parse_args(argv)
     results = evaluate_models(
         dict(zip(args.name, args.model)), args.corpus, args.output_dir, args.splits, args.decoding, args.fraction,

@@ -29,11 +29,12 @@ from accelerate.utils import set_seed
 from datasets import load_from_disk
 
 from avalign.modeling import FastConformerModel, load_encoder
-from avalign.training import deromanize, evaluate_asr, synth, teacher, train_align, train_asr, train_pretrain
-from avalign.training.corpus import load_splits, with_targets
-from avalign.training.data import load_image
-from avalign.training.metrics import compare, score
-from avalign.training.report import (
+from avalign.training import evaluate_asr, teacher, train_align, train_asr, train_pretrain
+from avalign.training.corpus import synth
+from avalign.training.data.batching import load_image
+from avalign.training.data.splits import load_splits
+from avalign.training.evaluation.metrics import compare, score
+from avalign.training.evaluation.report import (
     COMPARISON_KINDS,
     distinct_table,
     examples_section,
@@ -43,7 +44,10 @@ from avalign.training.report import (
     write_report,
     zero_shot_table,
 )
-from avalign.training.trainer import setup_logging
+from avalign.training.logs import setup_logging
+from avalign.training.roman import deromanize
+from avalign.training.roman.romanize import with_targets
+from avalign.training.schema import LANGUAGES
 
 logger = logging.getLogger("avalign")
 CONFIGS = Path(__file__).parent / "configs"
@@ -54,7 +58,7 @@ STAGE_SCRIPTS = {"pretrain": train_pretrain, "align": train_align, "asr": train_
 class PipelinePreset:
     corpus: str  # synth preset
     teacher_steps: int
-    languages: tuple[str, ...] = synth.LANGUAGES  # --languages overrides
+    languages: tuple[str, ...] = LANGUAGES  # --languages overrides
     fractions: tuple[float, ...] = (0.1, 0.25, 1.0)
     scratch_fractions: tuple[float, ...] = ()  # the scratch control (stage 3 from a random encoder) runs at these
     asr_max_steps: dict[float, int] = field(default_factory=dict)  # stage-3 steps per fraction (else the config's)
@@ -72,7 +76,7 @@ PRESETS = {
                            scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 800},
                            zero_shot_languages=("bn",)),
     "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
-                           zero_shot_languages=synth.LANGUAGES, transliterator_steps=3000),
+                           zero_shot_languages=LANGUAGES, transliterator_steps=3000),
 }  # fmt: skip
 SYSTEMS = ("aligned", "baseline", "scratch")  # stage 3 from the stage-2, the stage-1 and a random encoder
 ALIGN_FIELDS = ("report_split", "recall_before", "recall_after", "retrieval_examples")

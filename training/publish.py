@@ -51,10 +51,10 @@ from transformers.models.parakeet import ParakeetProcessor
 from avalign.hub_cards import render
 from avalign.modeling import FastConformerForCTCTDT
 
-from . import asr_error_rates, report
-from .lexicons import LANGUAGE_NAMES
-from .synth import statistics_table
-from .trainer import setup_logging
+from .corpus.synth import statistics_table
+from .evaluation import asr_error_rates, report
+from .logs import setup_logging
+from .schema import LANGUAGE_NAMES
 
 logger = logging.getLogger("avalign")
 

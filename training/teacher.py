@@ -42,6 +42,8 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from .logs import setup_logging
+
 logger = logging.getLogger(__name__)
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
@@ -517,7 +519,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> ImageEmbeddings:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     corpus = datasets.load_from_disk(args.corpus)
     teacher_path = args.teacher or args.output_dir / "teacher"
     if args.teacher is None and (teacher_path / "config.json").exists():

@@ -18,11 +18,12 @@ from datasets import DatasetDict
 from accelerate.utils import set_seed
 
 from avalign.modeling import FastConformerAlignmentConfig, FastConformerForImageAlignment
-from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits
-from avalign.training.data import DurationBucketSampler, SpeechCollator
+from avalign.training.data.batching import DurationBucketSampler, SpeechCollator
+from avalign.training.data.splits import clean, feature_extractor, load_splits
+from avalign.training.logs import setup_logging
 from avalign.training.teacher import VisionTeacher, embed_images
 from avalign.training.trainer import AugmentationArguments, StageArguments, StageTrainer
-from avalign.training.trainer import arguments_to_dict, parse_arguments, setup_logging
+from avalign.training.trainer import arguments_to_dict, initial_encoder, parse_arguments
 
 logger = logging.getLogger("avalign")
 

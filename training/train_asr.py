@@ -20,10 +20,12 @@ from transformers.models.parakeet import ParakeetProcessor
 from accelerate.utils import set_seed
 
 from avalign.modeling import FastConformerCTCTDTConfig, FastConformerForCTCTDT, ctc_greedy_decode, train_tokenizer
-from avalign.training.corpus import clean, feature_extractor, initial_encoder, load_splits, with_targets
-from avalign.training.data import DurationBucketSampler, SpeechCollator
+from avalign.training.data.batching import DurationBucketSampler, SpeechCollator
+from avalign.training.data.splits import clean, feature_extractor, load_splits
+from avalign.training.logs import setup_logging
+from avalign.training.roman.romanize import with_targets
 from avalign.training.trainer import AugmentationArguments, StageArguments, StageTrainer
-from avalign.training.trainer import arguments_to_dict, parse_arguments, setup_logging
+from avalign.training.trainer import arguments_to_dict, initial_encoder, parse_arguments
 
 logger = logging.getLogger("avalign")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "linear1", "linear2"]  # encoder attention and feed-forward

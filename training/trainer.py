@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_scheduler
 
-from .data import AudioAugmentation, DurationBucketSampler
+from avalign.modeling import load_encoder
+
+from .data.batching import AudioAugmentation, DurationBucketSampler
 
 logger = logging.getLogger("avalign")
 CHECKPOINT_PREFIX = "step-"
@@ -71,7 +73,7 @@ class AugmentationArguments:
     SpecAugment (NeMo's parameterisation; NeMo's FastConformer recipes use 2 frequency masks of up to 27 bins and 10
     time masks of up to 5 % of the utterance) goes into the encoder config, and the encoder applies it in training
     mode only (`avalign.modeling.spec_augment`). The waveform augmentation (speed, reverberation, noise) is the
-    collator's (`avalign.training.data.AudioAugmentation`).
+    collator's (`avalign.training.data.batching.AudioAugmentation`).
     """
 
     spec_augment_freq_masks: int = 0
@@ -100,10 +102,11 @@ class AugmentationArguments:
                                  noise_probability=self.noise_probability, seed=seed)  # fmt: skip
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("accelerate", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def initial_encoder(path: str):
+    """The encoder to start a stage from (a previous stage, a Parakeet folder or Hub id, a .nemo file)."""
+    encoder, report = load_encoder(path)
+    logger.info("initial encoder: %s", report)
+    return encoder
 
 
 def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None):

@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from avalign.modeling import train_tokenizer
-from avalign.training.corpus import load_splits
+from avalign.training.data.splits import load_splits
 
 rows = load_splits(os.path.join(os.environ.get("EXP", "runs/exp"), "corpus4"), ["train"])
 texts, languages = list(rows["transcript"]), np.array(rows["language"])

@@ -2,7 +2,7 @@
 import sys
 import time
 
-from avalign.training import synth
+from avalign.training.corpus import synth
 
 synth.PRESETS["exp"] = synth.SynthConfig("exp", unlabeled=1200, paired=900, train=300, dev=40, test=40, test_ood=40)
 start = time.time()

@@ -4,7 +4,7 @@ import os
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from avalign.training import synth
+from avalign.training.corpus import synth
 
 corpus, output = os.environ.get("CORPUS", "runs/demo/corpus"), os.path.join(os.environ.get("EXP", "runs/exp"), "ood")
 keep = lambda samples, rng, setting: samples  # noqa: E731  the identity in place of a degradation

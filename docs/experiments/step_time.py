@@ -7,8 +7,8 @@ import time
 import torch
 
 from avalign.modeling import FastConformerConfig, FastConformerCTCTDTConfig, FastConformerForCTCTDT, train_tokenizer
-from avalign.training.corpus import feature_extractor, load_splits
-from avalign.training.data import DurationBucketSampler, SpeechCollator
+from avalign.training.data.batching import DurationBucketSampler, SpeechCollator
+from avalign.training.data.splits import feature_extractor, load_splits
 
 rows = load_splits(os.path.join(os.environ.get("EXP", "runs/exp"), "corpus4"), ["train"])
 tokenizer = train_tokenizer(rows["transcript"], vocab_size=450, shrink_to_fit=True)

@@ -8,7 +8,7 @@ import sys
 import safetensors.torch
 import torch
 
-from avalign.training.corpus import load_splits
+from avalign.training.data.splits import load_splits
 
 teacher = sys.argv[1]
 rows = load_splits(os.path.join(os.environ.get("EXP", "runs/exp"), "corpus4"), ["paired"])

@@ -14,7 +14,7 @@ like the romanized targets (lower case, single spaces); an empty text gives "" w
 script) is its own romanization and passes through unchanged; a language the de-romanizer cannot write raises
 `ValueError` naming the row.
 
-    python -m avalign.training.deromanize --corpus DIR --output-dir OUT [--steps 1000] [--roman-cache FILE]
+    python -m avalign.training.roman.deromanize --corpus DIR --output-dir OUT [--steps 1000] [--roman-cache FILE]
 
 trains a `CharTransliterator` on the romanized `reference_transcript` of the corpus splits (by default the
 training-side ones, so that no dev/test sentence is in its data) and prints its metrics: CER on held-out sentences
@@ -40,10 +40,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
-from .lexicons import LANGUAGE_NAMES
-from .metrics import score
+from ..evaluation.metrics import score
+from ..logs import setup_logging
+from ..schema import LANGUAGE_NAMES, TRAIN_SIDE_SPLITS
 from .romanize import RomanizationCache, normalize_roman, romanize
-from .synth import TRAIN_SIDE_SPLITS
 
 logger = logging.getLogger("avalign")
 
@@ -529,7 +529,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     corpus = datasets.load_from_disk(args.corpus)
     pairs = corpus_pairs(corpus, args.roman_cache or args.output_dir / "roman_cache.json", args.splits)
     metrics = train_transliterator(pairs, args.output_dir, steps=args.steps, seed=args.seed)

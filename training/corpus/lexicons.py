@@ -5,7 +5,7 @@ e.g. hi "तस्वीर में बाईं ओर दो लाल ग�
 Each language has >= 3 in-domain templates and 2 templates kept for the out-of-domain test set only.
 Colour words agree with the noun's gender and number where the language requires it (hi, mr, gu, pa).
 
-Keys (scene kinds, colours, positions) are the English names used by `avalign.training.scenes`.
+Keys (scene kinds, colours, positions) are the English names used by `avalign.training.corpus.scenes`.
 """
 
 import unicodedata
@@ -276,10 +276,4 @@ LEXICONS: dict[str, Lexicon] = {
         copula=("ਹੈ", "ਹਨ"),
         **_templates("ਤਸਵੀਰ ਵਿੱਚ", "ਇੱਥੇ", "ਦੇਖੋ"),
     ),
-}  # fmt: skip
-
-LANGUAGES = ("hi", "bn", "ta", "te", "mr", "kn", "gu", "ml", "pa", "en")
-LANGUAGE_NAMES = {
-    "hi": "Hindi", "bn": "Bengali", "ta": "Tamil", "te": "Telugu", "mr": "Marathi", "kn": "Kannada",
-    "gu": "Gujarati", "ml": "Malayalam", "pa": "Punjabi", "en": "English",
 }  # fmt: skip

@@ -124,3 +124,13 @@ def romanize_dataset(
     return dataset.map(
         add_romanized, input_columns=["language", *columns], batched=True, batch_size=batch_size, desc="romanize"
     )
+
+
+def with_targets(dataset, targets: str, cache_path: str | None):
+    """`transcript` in the target script: unchanged (native), or romanized with uroman through the cache (roman)."""
+    if targets == "native":
+        return dataset
+    if targets != "roman":
+        raise ValueError(f"--targets must be 'native' or 'roman', got {targets!r}")
+    romanized = romanize_dataset(dataset, cache_path)
+    return romanized.rename_column("transcript", "transcript_native").rename_column("transcript_roman", "transcript")

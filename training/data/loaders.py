@@ -1,9 +1,8 @@
-"""Loaders that bring every corpus into the common schema (see DESIGN.md, Data).
+"""Loaders that bring every corpus into the common schema (`avalign.training.schema`; DESIGN.md, Data).
 
-Common columns: `audio` (`Audio(decode=False)`: {"bytes", "path"}), `language` (ISO code), `transcript`
-(may be ""), `image_id` (may be ""), `image` (`Image(decode=False)` or None), `speaker`, `duration` (seconds;
-None where the header cannot be read: `validate` then reports the row), `utterance_id`. Nothing is decoded
-implicitly: audio through `avalign.training.audio.load_audio`, images through `avalign.training.data.load_image`.
+A `duration` the audio header does not give is None: `validate` then reports the row. Nothing is decoded
+implicitly: audio through `avalign.training.data.audio.load_audio`, images through
+`avalign.training.data.batching.load_image`.
 
 Corpora: the embedded corpus (`load_embedded`), Vaani (`load_vaani`), FLEURS (`load_fleurs`) and a user's
 folder with a manifest (`load_folder`). Hub ids are fetched with `datasets.load_dataset` /
@@ -15,7 +14,6 @@ import hashlib
 import json
 import re
 import tarfile
-import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,10 +21,8 @@ from datasets import (
     Audio,
     Dataset,
     DatasetDict,
-    Features,
     Image,
     IterableDataset,
-    Value,
     concatenate_datasets,
     load_dataset,
     load_from_disk,
@@ -34,23 +30,8 @@ from datasets import (
 from datasets.data_files import sanitize_patterns
 from huggingface_hub import DatasetCard, snapshot_download
 
+from ..schema import AUDIO_SUFFIXES, IMAGE_SUFFIXES, RAW_TRANSCRIPT_FEATURES, normalize_text
 from .audio import AudioError, audio_duration
-
-
-COMMON_FEATURES = Features({
-    "audio": Audio(decode=False),
-    "language": Value("string"),
-    "transcript": Value("string"),
-    "image_id": Value("string"),
-    "image": Image(decode=False),
-    "speaker": Value("string"),
-    "duration": Value("float64"),
-    "utterance_id": Value("string"),
-})  # fmt: skip
-# Vaani and FLEURS also keep the transcript as published (annotated / cased, with punctuation)
-RAW_TRANSCRIPT_FEATURES = Features({**COMMON_FEATURES, "raw_transcription": Value("string")})
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 
 # Vaani language names -> ISO 639-1 where one exists, else ISO 639-3. Names not listed are kept as they are
 # (e.g. Khortha, Surgujia): pass `language_codes` to `load_vaani` to add or override entries.
@@ -64,11 +45,6 @@ VAANI_LANGUAGE_CODES = {
     "sadri": "sck", "sambalpuri": "spv", "santali": "sat", "sanskrit": "sa", "sindhi": "sd", "tamil": "ta",
     "telugu": "te", "tulu": "tcy", "urdu": "ur",
 }  # fmt: skip
-
-
-def normalize_text(text: str | None) -> str:
-    """Unicode NFC, whitespace runs collapsed to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFC", text or "").split())
 
 
 def as_common_schema(dataset):
@@ -114,7 +90,7 @@ def _map_to_schema(dataset, row_function, with_indices: bool = False, **fn_kwarg
 
 
 def load_embedded(path: str | Path) -> DatasetDict | Dataset:
-    """The embedded corpus written by `training/synth.py` (`save_to_disk`), in the common schema."""
+    """The embedded corpus written by `training/corpus/synth.py` (`save_to_disk`), in the common schema."""
     corpus = load_from_disk(str(path))
     if isinstance(corpus, DatasetDict):
         return DatasetDict({split: as_common_schema(dataset) for split, dataset in corpus.items()})

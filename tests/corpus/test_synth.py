@@ -1,4 +1,4 @@
-"""The embedded corpus generator (training/synth.py, scenes.py, lexicons.py) on the `smoke` preset."""
+"""The embedded corpus generator (training/corpus/: synth.py, scenes.py, lexicons.py) on the `smoke` preset."""
 
 import hashlib
 import io
@@ -11,9 +11,11 @@ import pytest
 import soundfile as sf
 from datasets import Image, load_from_disk
 
-from avalign.training import synth
-from avalign.training.lexicons import LANGUAGES, LEXICONS
-from avalign.training.scenes import BACKGROUNDS, COLOURS, KINDS, POSITIONS, Scene, render_scene
+from avalign.training import schema
+from avalign.training.corpus import synth
+from avalign.training.corpus.lexicons import LEXICONS
+from avalign.training.corpus.scenes import BACKGROUNDS, COLOURS, KINDS, POSITIONS, Scene, render_scene
+from avalign.training.schema import LANGUAGES
 
 
 SMOKE = synth.PRESETS["smoke"]
@@ -117,7 +119,7 @@ def test_same_seed_gives_identical_rows_whatever_else_was_generated(corpus):
 
 
 def test_schema_and_split_sizes(corpus):
-    assert list(corpus) == list(synth.SPLITS)
+    assert list(corpus) == list(schema.SPLITS)
     for split, dataset in corpus.items():
         assert list(dataset.features) == list(synth.FEATURES)
         assert dataset.features["audio"] == synth.AUDIO
@@ -129,7 +131,7 @@ def test_schema_and_split_sizes(corpus):
         columns = ["transcript", "reference_transcript", "image_id", "image_caption", "train_fraction"]
         for row in dataset.select_columns(columns):
             assert row["reference_transcript"]
-            assert row["transcript"] == (row["reference_transcript"] if split in synth.TRANSCRIBED_SPLITS else "")
+            assert row["transcript"] == (row["reference_transcript"] if split in schema.TRANSCRIBED_SPLITS else "")
             assert bool(row["image_id"]) == bool(row["image_caption"]) == (split != "unlabeled")
             if split != "train":
                 assert row["train_fraction"] == 1.0
@@ -140,10 +142,10 @@ def test_schema_and_split_sizes(corpus):
 
 def test_train_fractions_are_nested(corpus):
     train = corpus["train"]
-    assert set(train["train_fraction"]) == set(synth.TRAIN_FRACTIONS)
+    assert set(train["train_fraction"]) == set(schema.TRAIN_FRACTIONS)
     for language in TEST_LANGUAGES:
         fractions = [f for f, code in zip(train["train_fraction"], train["language"]) if code == language]
-        for fraction in synth.TRAIN_FRACTIONS:
+        for fraction in schema.TRAIN_FRACTIONS:
             assert sum(f <= fraction for f in fractions) == math.ceil(fraction * len(fractions))
 
 
@@ -158,8 +160,8 @@ def test_test_side_images_are_disjoint_from_training_images(corpus):
                     digests.add(_digest(row["image"]["bytes"]))
         return ids, digests
 
-    train_ids, train_digests = images(synth.TRAIN_SIDE_SPLITS)
-    test_ids, test_digests = images(synth.TEST_SIDE_SPLITS)
+    train_ids, train_digests = images(schema.TRAIN_SIDE_SPLITS)
+    test_ids, test_digests = images(schema.TEST_SIDE_SPLITS)
     assert train_ids and test_ids
     assert not train_ids & test_ids and not train_digests & test_digests
 
@@ -186,13 +188,13 @@ def test_audio_decodes_at_16_khz_with_plausible_duration(corpus):
 def test_out_of_domain_templates_and_speakers_are_unseen(corpus):
     ood_templates = {t for language in TEST_LANGUAGES for t in LEXICONS[language].ood_templates}
     seen_speakers = set()
-    for split in synth.SPLITS:
-        if split in synth.OUT_OF_DOMAIN_SPLITS:
+    for split in schema.SPLITS:
+        if split in schema.OUT_OF_DOMAIN_SPLITS:
             assert set(corpus[split]["template_id"]) <= ood_templates
         else:
             assert not set(corpus[split]["template_id"]) & ood_templates
             seen_speakers |= set(corpus[split]["speaker"])
-    for split in synth.OUT_OF_DOMAIN_SPLITS:
+    for split in schema.OUT_OF_DOMAIN_SPLITS:
         assert not set(corpus[split]["speaker"]) & seen_speakers
     assert not set(corpus["dev_ood"]["reference_transcript"]) <= set(corpus["test_ood"]["reference_transcript"])
 
@@ -202,7 +204,7 @@ def test_card_and_stats_are_written(written, corpus):
     on_disk = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(stats))
     assert on_disk["generation_seconds"] > 0 and on_disk["languages"] == list(TEST_LANGUAGES)
-    for split in synth.SPLITS:
+    for split in schema.SPLITS:
         per_language = on_disk["splits"][split]
         assert per_language["all"]["utterances"] == len(corpus[split])
         assert per_language["all"]["hours"] == pytest.approx(sum(corpus[split]["duration"]) / 3600, abs=1e-4)

@@ -15,10 +15,11 @@ from datasets import load_from_disk
 from transformers import ParakeetFeatureExtractor
 
 from avalign.modeling import FastConformerConfig, FastConformerCTCTDTConfig, FastConformerForCTCTDT, train_tokenizer
-from avalign.training import asr_error_rates, evaluate_asr, report
-from avalign.training.corpus import load_splits
-from avalign.training.data import SkipReport
-from avalign.training.metrics import asr_metric, compare, normalize_transcript, paired_bootstrap, resample_counts, score
+from avalign.training import evaluate_asr
+from avalign.training.data.batching import SkipReport
+from avalign.training.data.splits import load_splits
+from avalign.training.evaluation import asr_error_rates, report
+from avalign.training.evaluation.metrics import asr_metric, compare, normalize_transcript, paired_bootstrap, resample_counts, score
 
 LANGUAGES = ["hi", "en"]  # of the session's smoke corpus (tests/conftest.py)
 SYSTEMS = ("aligned", "baseline")

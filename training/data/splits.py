@@ -1,4 +1,5 @@
-"""What the stage scripts share on the data side: read splits of a corpus on disk, clean them with counted skips."""
+"""What the stage scripts share on the data side: read splits of a corpus on disk, clean them with counted skips,
+and the feature extractor every stage uses."""
 
 import logging
 from collections.abc import Sequence
@@ -7,9 +8,9 @@ from functools import partial
 from datasets import Dataset, concatenate_datasets
 from transformers import ParakeetFeatureExtractor
 
-from avalign.modeling import load_encoder, uncovered_characters
+from avalign.modeling import uncovered_characters
 
-from .data import SkipReport, validate
+from .batching import SkipReport, validate
 from .loaders import load_embedded
 
 logger = logging.getLogger("avalign")
@@ -51,22 +52,3 @@ def clean(
 def feature_extractor() -> ParakeetFeatureExtractor:
     """80-bin log-mel at 16 kHz, 10 ms hop: Parakeet's, so every stage and exported model share it."""
     return ParakeetFeatureExtractor()
-
-
-def initial_encoder(path: str):
-    """The encoder to start a stage from (a previous stage, a Parakeet folder or Hub id, a .nemo file)."""
-    encoder, report = load_encoder(path)
-    logger.info("initial encoder: %s", report)
-    return encoder
-
-
-def with_targets(dataset, targets: str, cache_path: str | None):
-    """`transcript` in the target script: unchanged (native), or romanized with uroman through the cache (roman)."""
-    if targets == "native":
-        return dataset
-    if targets != "roman":
-        raise ValueError(f"--targets must be 'native' or 'roman', got {targets!r}")
-    from avalign.training.romanize import romanize_dataset
-
-    romanized = romanize_dataset(dataset, cache_path)
-    return romanized.rename_column("transcript", "transcript_native").rename_column("transcript_roman", "transcript")

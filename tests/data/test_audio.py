@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avalign.training.audio import (
+from avalign.training.data.audio import (
     AUDIO_REASONS,
     AudioError,
     add_noise,

@@ -21,8 +21,8 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader
 from transformers import ParakeetFeatureExtractor, PreTrainedTokenizerFast
 
-from avalign.training.audio import DataError
-from avalign.training.data import (
+from avalign.training.data.audio import DataError
+from avalign.training.data.batching import (
     SKIP_REASONS,
     AudioAugmentation,
     DurationBucketSampler,
@@ -31,8 +31,8 @@ from avalign.training.data import (
     padding_fraction,
     validate,
 )
-from avalign.training import loaders
-from avalign.training.loaders import (
+from avalign.training.data import loaders
+from avalign.training.data.loaders import (
     load_embedded,
     load_fleurs,
     load_folder,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from avalign.training.deromanize import (
+from avalign.training.roman.deromanize import (
     CausalLMDeromanizer,
     CharTransliterator,
     TransliteratorConfig,
@@ -18,10 +18,11 @@ from avalign.training.deromanize import (
     train_transliterator,
     unique_sentences,
 )
-from avalign.training.lexicons import LANGUAGE_NAMES, LANGUAGES, LEXICONS
-from avalign.training.metrics import score
-from avalign.training.romanize import RomanizationCache, load_uroman, romanize, romanize_dataset
-from avalign.training.scenes import sample_scene
+from avalign.training.corpus.lexicons import LEXICONS
+from avalign.training.corpus.scenes import sample_scene
+from avalign.training.evaluation.metrics import score
+from avalign.training.roman.romanize import RomanizationCache, load_uroman, romanize, romanize_dataset
+from avalign.training.schema import LANGUAGE_NAMES, LANGUAGES
 
 TINY_TRANSLITERATOR = TransliteratorConfig(hidden_size=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
                                            feedforward_size=64, dropout=0.0)  # fmt: skip

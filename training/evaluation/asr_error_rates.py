@@ -1,13 +1,13 @@
 """avalign's ASR scoring as an `evaluate` metric: WER and CER after one normalisation, overall and per language.
 
     import evaluate
-    from avalign.training import asr_error_rates
+    from avalign.training.evaluation import asr_error_rates
     metric = evaluate.load(asr_error_rates.__file__)          # offline: a local module, loaded by path
     metric.compute(predictions=["यह घर है"], references=["यह घर है।"], languages=["hi"])
     # {"wer": 0.0, "cer": 0.0, "num_utterances": 1, "per_language": {"hi": {"wer": 0.0, "cer": 0.0, ...}}}
 
 Self-contained (only `evaluate`, `datasets` and `jiwer`), so that the same file can be pushed to the Hub as a
-metric. `avalign.training.metrics` builds its per-system scores and paired bootstrap on the functions here.
+metric. `avalign.training.evaluation.metrics` builds its per-system scores and paired bootstrap on the functions here.
 
 Normalisation, applied alike to the reference and the hypothesis (`normalize_transcript`):
 
