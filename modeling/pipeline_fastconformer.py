@@ -20,6 +20,7 @@ Self-contained like the rest of modeling/: torch, numpy and transformers; soundf
 import numpy as np
 import torch
 from transformers import AutomaticSpeechRecognitionPipeline
+from transformers.pipelines.automatic_speech_recognition import _to_mono
 
 try:  # optional: without them the stock paths (FFmpeg for files, torchaudio for resampling) are used
     import soundfile
@@ -78,7 +79,7 @@ class FastConformerASRPipeline(AutomaticSpeechRecognitionPipeline):
                 raise ValueError('an audio dict needs "raw" (or "array") samples and their "sampling_rate"')
             if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
                 raise ValueError(f"sampling_rate must be a positive whole number of Hz, got {rate!r}")
-            samples = _mono(samples)
+            samples = _mono_array(samples)
             _check_samples(samples)
             if rate != target_rate and resample_poly is not None:
                 divisor = np.gcd(int(rate), target_rate)
@@ -86,7 +87,7 @@ class FastConformerASRPipeline(AutomaticSpeechRecognitionPipeline):
                 rate = target_rate
             return {"raw": samples, "sampling_rate": int(rate), **inputs}  # other keys ("stride") pass through
         if isinstance(inputs, (np.ndarray, torch.Tensor)):
-            samples = _mono(inputs)
+            samples = _mono_array(inputs)
             _check_samples(samples)
             return samples
         return inputs  # bytes, URLs: the stock pipeline reads them (FFmpeg)
@@ -146,14 +147,11 @@ def word_spans(tokenizer, token_ids: list[int], starts: list, ends: list) -> lis
     return [span for span in spans if span[0]]
 
 
-def _mono(samples) -> np.ndarray:
-    """(T,) or (C, T) / (T, C) audio -> (T,) float32 (channels averaged: the smaller axis is taken as channels)."""
+def _mono_array(samples) -> np.ndarray:
+    """(T,) or (C, T) audio, array or tensor -> (T,) float32, through the stock pipeline's own downmix (which
+    refuses a layout it would have to guess, such as channels-last)."""
     samples = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=int(np.argmin(samples.shape)))
-    if samples.ndim != 1:
-        raise ValueError(f"audio must be (samples,) or (channels, samples), got shape {samples.shape}")
-    return samples.astype(np.float32)
+    return _to_mono(samples).astype(np.float32)
 
 
 def _check_samples(samples: np.ndarray) -> None:

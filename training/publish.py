@@ -476,7 +476,8 @@ def build_space_folder(run_dir: Path, output_dir: Path, namespace: str) -> Path:
     requirements = source.joinpath("requirements.txt").read_text(encoding="utf-8")
     (output_dir / "requirements.txt").write_text(pin_avalign(requirements, revision), encoding="utf-8")
     source_card = space_card()
-    models = [repo_id(namespace, repo) for repo in ("asr", "align", "asr-baseline")[: 3 if has_baseline(run_dir) else 2]]
+    baseline = repo_id(namespace, "asr-baseline") if has_baseline(run_dir) else None
+    models = [repo_id(namespace, "asr"), repo_id(namespace, "align"), *([baseline] if baseline else [])]
     front_matter = SpaceCardData(**source_card.data.to_dict(), models=models, datasets=[repo_id(namespace, "corpus")])
     readme = render(
         "space_readme.md.j2",
@@ -484,7 +485,7 @@ def build_space_folder(run_dir: Path, output_dir: Path, namespace: str) -> Path:
         space_documentation=source_card.text.strip().replace("OWNER/avalign", repo_id(namespace, "space")),
         asr_repo_id=models[0],
         align_repo_id=models[1],
-        baseline_repo_id=models[2] if len(models) > 2 else None,
+        baseline_repo_id=baseline,
         corpus_repo_id=repo_id(namespace, "corpus"),
         avalign_revision=f"commit {revision}" if revision else "(not a git checkout)",
         **space_extras(run_dir, output_dir),
