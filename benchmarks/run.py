@@ -24,7 +24,7 @@ import torch
 import transformers
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_tdt_loss", "bench_fused_joint", "bench_greedy_decoding", "bench_encoder")
+BENCHMARKS = ("bench_tdt_loss", "bench_fused_joint", "bench_greedy_decoding", "bench_encoder", "bench_precision")
 QUICK_REPEATS = 2  # for scripts that take `repeats` rather than `quick`
 MIB = 2**20
 

@@ -134,6 +134,7 @@ class FastConformerAlignmentConfig(_FastConformerHeadConfig):
     alignment_loss (`str`, defaults to `"siglip"`): `"cosine"`, `"infonce"` or `"siglip"` (sigmoid).
     logit_scale_init (`float`, defaults to log(10)): initial log temperature (InfoNCE and SigLIP).
     logit_bias_init (`float`, defaults to -10): initial SigLIP bias.
+    alignment_layer (`int`, *optional*): the encoder block (1-based) whose output the head pools; default the last.
     """
 
     model_type = "fastconformer_alignment"
@@ -143,8 +144,12 @@ class FastConformerAlignmentConfig(_FastConformerHeadConfig):
     alignment_loss: str = "siglip"
     logit_scale_init: float = math.log(10.0)
     logit_bias_init: float = -10.0
+    alignment_layer: int | None = None
 
     def validate_head(self):
+        layers = self.encoder_config.num_hidden_layers
+        if self.alignment_layer is not None and not 1 <= self.alignment_layer <= layers:
+            raise ValueError(f"alignment_layer must be in 1..{layers} (the encoder's blocks), got {self.alignment_layer}")
         if self.pooling not in ("mean", "attention"):
             raise ValueError(f"pooling must be 'mean' or 'attention', got {self.pooling!r}")
         if self.alignment_loss not in ("cosine", "infonce", "siglip"):

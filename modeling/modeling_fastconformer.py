@@ -392,13 +392,25 @@ class FastConformerForMaskedTokenPrediction(_FastConformerWithEncoder):
         **kwargs,
     ) -> MaskedTokenPredictionOutput:
         """feature_mask (B, T) bool: the frames to mask; drawn with `block_mask` when not given."""
+        return self.masked_prediction(self.encoder, input_features, attention_mask, feature_mask, **kwargs)
+
+    def masked_prediction(
+        self,
+        encoder: nn.Module,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        feature_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MaskedTokenPredictionOutput:
+        """The masked-token loss through `encoder`: this model's own, or another stage's (stage 2's joint objective
+        keeps stage 1's quantizer, mask embedding and decoder on the encoder it aligns)."""
         config = self.config
         attention_mask = check_input_features(input_features, attention_mask, config.encoder_config.num_mel_bins)
         if feature_mask is None:
             feature_mask = block_mask(attention_mask, config.mask_probability, config.mask_block_size)
         masked_features = torch.where(feature_mask[..., None], self.mask_embedding.to(input_features.dtype), input_features)
 
-        encoder_outputs = self.encoder(masked_features, attention_mask=attention_mask, **kwargs)
+        encoder_outputs = encoder(masked_features, attention_mask=attention_mask, **kwargs)
         hidden_states = encoder_outputs.last_hidden_state  # (B, T', D)
         batch_size, num_encoder_frames, _ = hidden_states.shape
         logits = self.decoder(hidden_states).view(batch_size, num_encoder_frames, config.num_codebooks, -1)
@@ -443,17 +455,27 @@ class AlignmentHead(nn.Module):
         return F.normalize(self.projection(self.pool(hidden_states, mask)), dim=-1)
 
 
-def alignment_loss(kind: str, logits: torch.Tensor, positives: torch.Tensor, cosine: torch.Tensor) -> torch.Tensor:
-    """logits (B, B) scaled similarities; positives (B, B) bool, True where audio i describes image j."""
+def alignment_loss(
+    kind: str, logits: torch.Tensor, positives: torch.Tensor, cosine: torch.Tensor, pairs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """logits (B, B) scaled similarities; positives (B, B) bool, True where audio i describes image j; pairs (B, B)
+    bool, the pairs the loss may use (default all: every other image is a negative)."""
     if kind == "cosine":
         return (1.0 - cosine.diagonal()).mean()
+    if pairs is not None:
+        pairs = pairs | positives
     if kind == "infonce":  # symmetric, several positives per row share the target mass
+        if pairs is not None:  # a pair that may not be used is no competitor in the softmax
+            logits = logits.masked_fill(~pairs, torch.finfo(logits.dtype).min)
         targets = positives.float()
         audio_to_image = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
         image_to_audio = F.cross_entropy(logits.T, targets.T / targets.T.sum(1, keepdim=True))
         return (audio_to_image + image_to_audio) / 2
     signs = 2.0 * positives.float() - 1.0  # SigLIP: a binary decision per pair, normalised by the batch size
-    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
+    pair_losses = -F.logsigmoid(signs * logits)
+    if pairs is not None:
+        pair_losses = pair_losses * pairs
+    return pair_losses.sum() / logits.shape[0]
 
 
 class FastConformerForImageAlignment(_FastConformerWithEncoder):
@@ -468,9 +490,14 @@ class FastConformerForImageAlignment(_FastConformerWithEncoder):
         self.post_init()
 
     def embed_audio(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """-> (B, E) unit-norm audio embeddings and the encoder outputs."""
-        encoder_outputs = self.encoder(input_features, attention_mask=attention_mask, **kwargs)
-        embeds = self.alignment_head(encoder_outputs.last_hidden_state, encoder_outputs.attention_mask)
+        """-> (B, E) unit-norm audio embeddings, pooled from block `config.alignment_layer` (default the last), and
+        the encoder outputs."""
+        layer = self.config.alignment_layer  # hidden_states[0] is the subsampling's output, [k] block k's
+        intermediate = layer is not None and layer < self.config.encoder_config.num_hidden_layers
+        encoder_outputs = self.encoder(input_features, attention_mask=attention_mask,
+                                       output_hidden_states=intermediate or None, **kwargs)  # fmt: skip
+        hidden_states = encoder_outputs.hidden_states[layer] if intermediate else encoder_outputs.last_hidden_state
+        embeds = self.alignment_head(hidden_states, encoder_outputs.attention_mask)
         return embeds, encoder_outputs
 
     def forward(
@@ -479,10 +506,13 @@ class FastConformerForImageAlignment(_FastConformerWithEncoder):
         attention_mask: torch.Tensor | None = None,
         image_embeddings: torch.Tensor | None = None,
         image_groups: torch.Tensor | None = None,
+        negative_groups: torch.Tensor | None = None,
         **kwargs,
     ) -> ImageAlignmentOutput:
         """image_embeddings (B, E) from the teacher; image_groups (B,) ints, equal where rows share an image
-        (Vaani has many utterances per image), so duplicates are positives rather than negatives."""
+        (Vaani has many utterances per image), so duplicates are positives rather than negatives; negative_groups
+        (B,) ints: negatives are drawn only within a group (e.g. a language, so that language identity cannot solve
+        the task); default: every other image in the batch."""
         audio_embeds, encoder_outputs = self.embed_audio(input_features, attention_mask, **kwargs)
         loss = logits = None
         if image_embeddings is not None:
@@ -500,7 +530,8 @@ class FastConformerForImageAlignment(_FastConformerWithEncoder):
             if image_groups is None:
                 image_groups = torch.arange(len(cosine), device=cosine.device)
             positives = image_groups[:, None] == image_groups[None, :]
-            loss = alignment_loss(self.config.alignment_loss, logits, positives, cosine)
+            pairs = None if negative_groups is None else negative_groups[:, None] == negative_groups[None, :]
+            loss = alignment_loss(self.config.alignment_loss, logits, positives, cosine, pairs)
         return ImageAlignmentOutput(
             loss=loss, audio_embeds=audio_embeds, logits_per_audio=logits,
             encoder_lengths=encoder_outputs.encoder_lengths,

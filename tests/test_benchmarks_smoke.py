@@ -114,3 +114,15 @@ def test_report_lists_goals_skips_machine_and_pipeline_times(tmp_path):
     assert "| bench_encoder | cpu | encode | 1 | 1.5 | s | 1.5 | 1.25 | >= 1x | yes |" in text
     assert "bench_no_such_script.py does not exist" in text
     assert "| pretrain | 30.0 |" in text and "| total | 42.5 |" in text
+
+
+def test_precision_goals_compare_auto_with_fp32_and_bf16():
+    import bench_precision
+
+    times = {"fp32": {"wall_s": 1.0, "cpu_s": 2.0}, "bf16": {"wall_s": 60.0, "cpu_s": 120.0},
+             "auto": {"wall_s": 1.02, "cpu_s": 2.0}}  # fmt: skip
+    record = {"step_seconds": {"stage 1": times}, "auto": {"precision": "fp32"}, "cpu_capability": "AVX2"}
+    rows = bench_precision.goals("avx2", record)
+    assert [row["met"] for row in rows] == [True, True] and "auto (fp32) vs bf16" in rows[1]["goal"]
+    slow = {**times, "auto": {"wall_s": 2.0, "cpu_s": 4.0}}  # auto at 2x fp32 misses the 1.3x goal
+    assert not bench_precision.goals("avx2", {**record, "step_seconds": {"stage 1": slow}})[0]["met"]

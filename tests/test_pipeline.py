@@ -66,6 +66,10 @@ def test_report_has_the_run_summary_tables_and_plots(smoke_run):
         assert heading in report
     assert "Δ CER (baseline − scratch)" in report and "stage 1 helps" in report and "distinct hypotheses" in report
     assert "The paper's direction" in report
+    precision = json.loads((output_dir / "results.json").read_text())["precision"]
+    assert set(precision) >= {"pretrain", "align", "asr/aligned-f1.0"}
+    assert all(entry["requested"] == "auto" and entry["precision"] in ("bf16", "fp32") for entry in precision.values())
+    assert f"CPU capability {precision['pretrain']['cpu_capability']}. Precision: " in report
     for plot in ("per_language", "wer_vs_fraction", "learning_curves", "retrieval_examples"):
         assert (output_dir / f"plots/{plot}.png").stat().st_size > 1000 and f"plots/{plot}.png" in report
 

@@ -15,14 +15,24 @@ import transformers
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, SiglipModel, ViTConfig, ViTModel
 
 from avalign.training import teacher as stage0
+from avalign.training.corpus.scenes import BACKGROUNDS, KINDS, MAX_COUNT, POSITIONS, Scene
+from avalign.training.corpus.scenes import COLOURS as SCENE_COLOURS
+from avalign.training.corpus.synth import image_caption
 from avalign.training.teacher import (
     MANIFEST_FILE,
+    ORACLE_FINGERPRINT,
     TEACHER_METRICS_FILE,
     VisionTeacher,
+    all_scenes,
     caption_recall_at_1,
     embed_images,
+    embed_scene_attributes,
+    image_embedding_cache,
     load_image_embeddings,
     pool_image_features,
+    save_random_teacher,
+    scene_vector,
+    scenes_by_caption,
     train_tiny_siglip,
 )
 
@@ -293,3 +303,91 @@ def test_cli_trains_the_default_teacher_then_reuses_everything(tmp_path, capsys)
     second = stage0.main(argv)
     assert second.teacher_calls == 0 and len(second) == 24
     assert json.dumps(second.counters()) in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- oracle and random teachers
+
+RED_CIRCLE = Scene("circle", "red", 1, "left", "sky blue")
+TWO_BLUE_CIRCLES = Scene("circle", "blue", 2, "left", "sky blue")
+PURPLE_TREES = Scene("tree", "purple", 3, "top", "mint")
+
+
+def test_oracle_vectors_are_unit_one_hots_that_tell_scenes_apart():
+    assert not torch.equal(scene_vector(RED_CIRCLE), scene_vector(TWO_BLUE_CIRCLES))
+    caption = image_caption(PURPLE_TREES)
+    assert caption == "three purple trees at the top, mint background"
+    torch.testing.assert_close(scene_vector(scenes_by_caption()[caption]), scene_vector(PURPLE_TREES))
+
+    vectors = torch.stack([scene_vector(scene) for scene in all_scenes()])  # (N, D)
+    dim = len(KINDS) + len(SCENE_COLOURS) + MAX_COUNT + len(POSITIONS) + len(BACKGROUNDS)
+    assert vectors.dtype == torch.float32 and vectors.shape == (len(all_scenes()), dim)
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(len(vectors)))
+    assert len(vectors.unique(dim=0)) == len(vectors)  # one vector per scene
+
+
+def test_caption_inverse_covers_every_scene(monkeypatch):
+    scenes = all_scenes()
+    assert len(scenes) == len(KINDS) * len(SCENE_COLOURS) * MAX_COUNT * len(POSITIONS) * len(BACKGROUNDS)
+    by_caption = scenes_by_caption()
+    assert len(by_caption) == len(scenes)
+    assert all(by_caption[image_caption(scene)] == scene for scene in scenes)
+
+    monkeypatch.setattr(stage0, "image_caption", lambda scene: f"{scene.kind} {scene.colour}")  # not injective
+    stage0.scenes_by_caption.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="share the caption"):
+            stage0.scenes_by_caption()
+    finally:
+        monkeypatch.undo()
+        stage0.scenes_by_caption.cache_clear()
+
+
+def test_embed_scene_attributes_caches_known_scenes_and_skips_unknown_captions(teacher, tmp_path, caplog):
+    ids = ["red", "red", "trees", "", "odd", "blank"]  # repeated id, a row without an image, two bad captions
+    captions = [image_caption(RED_CIRCLE)] * 2 + [image_caption(PURPLE_TREES), "", "a unicorn on the moon", ""]
+    dataset = image_dataset(ids, [IMAGES[0], IMAGES[0], IMAGES[1], None, IMAGES[2], IMAGES[3]], captions)
+    cache_dir = tmp_path / "oracle"
+    with caplog.at_level(logging.WARNING, logger=stage0.__name__):
+        result = embed_scene_attributes(dataset, cache_dir)
+    assert (result.requested_rows, result.rows_without_image, result.unique_images) == (6, 1, 4)
+    assert result.teacher_calls == 2 and set(result.skipped) == {"odd", "blank"}
+    assert "unicorn" in result.skipped["odd"] and "skipped 2 image(s)" in caplog.text
+    expected = torch.stack([scene_vector(RED_CIRCLE), scene_vector(PURPLE_TREES)])
+    torch.testing.assert_close(result.lookup(["red", "trees"]), expected)
+
+    cached = load_image_embeddings(cache_dir)
+    assert cached.teacher == ORACLE_FINGERPRINT and set(stage0.FINGERPRINT_CHECKED_KEYS) < set(cached.teacher)
+    torch.testing.assert_close(cached.lookup(["red", "trees"]), result.lookup(["red", "trees"]))
+    again = image_embedding_cache("oracle", DatasetDict(train=dataset), cache_dir)
+    assert again.teacher_calls == 0 and again.counters()["cache_hits"] == 2 and len(again) == 2
+
+    embed_images(teacher, dataset.select([0]), tmp_path / "siglip")
+    with pytest.raises(ValueError, match="another teacher"):
+        embed_scene_attributes(dataset, tmp_path / "siglip")
+    with pytest.raises(ValueError, match="another teacher"):
+        embed_images(teacher, dataset, cache_dir)
+
+
+def test_oracle_needs_the_image_caption_column(tmp_path):
+    dataset = image_dataset(IMAGE_IDS[:2], IMAGES[:2]).remove_columns("image_caption")
+    with pytest.raises(ValueError, match="oracle teacher needs the embedded corpus's image_caption column"):
+        embed_scene_attributes(dataset, tmp_path)
+
+
+def test_random_teacher_has_the_architecture_but_not_the_weights(tiny_siglip, teacher, tmp_path):
+    folder = save_random_teacher(tiny_siglip[0], tmp_path / "random", seed=0)
+    random_teacher = VisionTeacher(folder, device="cpu")
+    assert random_teacher.embedding_dim == teacher.embedding_dim
+    assert random_teacher.fingerprint["config_sha256"] == teacher.fingerprint["config_sha256"]
+    assert random_teacher.fingerprint["weights_sha256"] != teacher.fingerprint["weights_sha256"]
+    same_seed = VisionTeacher(save_random_teacher(tiny_siglip[0], tmp_path / "again", seed=0), device="cpu")
+    assert same_seed.fingerprint["weights_sha256"] == random_teacher.fingerprint["weights_sha256"]
+    assert save_random_teacher(tiny_siglip[0], folder, seed=1) == folder  # kept: same weights
+    assert VisionTeacher(folder, device="cpu").fingerprint == random_teacher.fingerprint
+
+
+def test_image_embedding_cache_takes_oracle_folders_and_hub_ids_only(tiny_siglip, teacher, tmp_path):
+    with pytest.raises(ValueError, match=r"'nonsense teacher!'.*'oracle', an existing model folder or a Hub id"):
+        image_embedding_cache("nonsense teacher!", image_dataset(IMAGE_IDS[:1], IMAGES[:1]), tmp_path)
+    result = image_embedding_cache(str(tiny_siglip[0]), image_dataset(IMAGE_IDS[:2], IMAGES[:2]), tmp_path)
+    assert result.teacher == teacher.fingerprint and result.teacher_calls == 2

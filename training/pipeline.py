@@ -103,9 +103,14 @@ class Pipeline:
         logger.info("[%s] starting", name)
         started = time.perf_counter()
         run()
-        self.timings[name] = round(time.perf_counter() - started, 1)
-        logger.info("[%s] done in %.1f s", name, self.timings[name])
-        self.state_file.write_text(json.dumps({"preset": self.name, "timings_seconds": self.timings}, indent=2))
+        seconds = round(time.perf_counter() - started, 1)
+        logger.info("[%s] done in %.1f s", name, seconds)
+        if self.state_file.exists():  # another process may share this directory (the study's --jobs): keep its stages
+            self.timings = {**json.loads(self.state_file.read_text())["timings_seconds"], **self.timings}
+        self.timings[name] = seconds
+        partial = self.state_file.with_suffix(".partial")
+        partial.write_text(json.dumps({"preset": self.name, "timings_seconds": self.timings}, indent=2))
+        partial.replace(self.state_file)
 
     def train(self, script: str, config: str, **arguments) -> None:
         """A stage script, with the preset's YAML config and these arguments; resumes from its checkpoints."""
@@ -139,15 +144,8 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     output_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(preset, output_dir, languages, launcher, force, targets)
     spec = pipeline.preset
-    corpus, teacher_dir, embeddings = output_dir / "corpus", output_dir / "teacher", output_dir / "embeddings"
-    pretrain, align, scratch = output_dir / "pretrain", output_dir / "align", output_dir / "scratch"
-
-    pipeline.stage("corpus", corpus / "stats.json", lambda: synth.write_corpus(
-        corpus, preset=spec.corpus, languages=pipeline.languages))  # fmt: skip
-    pipeline.stage("teacher", embeddings / "counters.json",
-                   lambda: stage_teacher(corpus, teacher_dir, embeddings, spec.teacher_steps))  # fmt: skip
-    pipeline.stage("pretrain", pretrain / "metrics.json", lambda: pipeline.train(
-        "pretrain", "pretrain", corpus=corpus, output_dir=pretrain))  # fmt: skip
+    corpus, teacher_dir, embeddings, pretrain = run_stages_0_1(pipeline)
+    align, scratch = output_dir / "align", output_dir / "scratch"
     pipeline.stage("align", align / "metrics.json", lambda: pipeline.train(
         "align", "align", corpus=corpus, init_encoder=pretrain, teacher=teacher_dir, embeddings_dir=embeddings,
         output_dir=align))  # fmt: skip
@@ -180,6 +178,21 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
                          postscript="\n".join(examples_section(results)), suffix=suffix)  # fmt: skip
     logger.info("report: %s", paths[0])
     return results
+
+
+def run_stages_0_1(pipeline: Pipeline) -> tuple[Path, Path, Path, Path]:
+    """The corpus, the vision teacher with its embedding cache, and stage 1, each skipped when finished (the study
+    reuses them). -> (corpus, teacher, embeddings, pretrain) folders."""
+    output_dir, spec = pipeline.output_dir, pipeline.preset
+    corpus, teacher_dir, embeddings = output_dir / "corpus", output_dir / "teacher", output_dir / "embeddings"
+    pretrain = output_dir / "pretrain"
+    pipeline.stage("corpus", corpus / "stats.json", lambda: synth.write_corpus(
+        corpus, preset=spec.corpus, languages=pipeline.languages))  # fmt: skip
+    pipeline.stage("teacher", embeddings / "counters.json",
+                   lambda: stage_teacher(corpus, teacher_dir, embeddings, spec.teacher_steps))  # fmt: skip
+    pipeline.stage("pretrain", pretrain / "metrics.json", lambda: pipeline.train(
+        "pretrain", "pretrain", corpus=corpus, output_dir=pretrain))  # fmt: skip
+    return corpus, teacher_dir, embeddings, pretrain
 
 
 def corpus_images(corpus: Path, split: str) -> dict:
@@ -307,6 +320,8 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         "corpus": stats,
         "teacher": counters,
         "pretrain": read(output_dir / "pretrain" / "metrics.json").get("eval_metrics", {}),
+        "precision": {stage: stage_precision(read(output_dir / stage / "metrics.json"))
+                      for stage in ("pretrain", "align")},
         "align": {key: align.get(key) for key in ALIGN_FIELDS},
         "asr_training": {},
         "learning_curves": {stage: read(output_dir / stage / "metrics.json").get("eval_history", [])
@@ -321,6 +336,7 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         results["learning_curves"][f"asr/{name}"] = metrics.get("eval_history", [])
         settings = metrics.get("hyperparameters", {})
         results["asr_training"][name] = {key: metrics.get(key, settings.get(key)) for key in ASR_TRAINING_FIELDS}
+        results["precision"][f"asr/{name}"] = stage_precision(metrics)
     for fraction in spec.fractions:
         evaluation = read(output_dir / "eval" / fraction_dir("", fraction, targets) / "results.json")
         for system, by_fraction in evaluation.get("asr", {}).items():
@@ -336,6 +352,27 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
     results_file = output_dir / f"results{results_suffix(pipeline.targets)}.json"
     results_file.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
+
+
+def stage_precision(metrics: dict) -> dict:
+    """The precision a training stage ran in, why, and on which CPU (its metrics.json's precision_* entries)."""
+    settings = metrics.get("hyperparameters", {})
+    return {key.removeprefix("precision_"): value for key, value in settings.items() if key.startswith("precision_")}
+
+
+def machine_lines(precision: dict) -> list[str]:
+    """The report's machine line: CPU model, capability and each precision used, so that two reports compare
+    honestly (the same CPU can run 70x apart in bf16 and fp32)."""
+    known = {stage: entry for stage, entry in precision.items() if entry}
+    if not known:
+        return []
+    first = next(iter(known.values()))
+    used = {}
+    for stage, entry in known.items():
+        used.setdefault(f"{entry['precision']} ({entry['requested']})", []).append(stage)
+    precisions = "; ".join(f"{name}: {', '.join(stages)}" for name, stages in used.items())
+    return [f"Machine: {first['cpu_model']}, CPU capability {first['cpu_capability']}. Precision: {precisions} "
+            f"({first['reason']}).", ""]
 
 
 def stage_timings(timings: dict, targets: str) -> dict:
@@ -355,7 +392,7 @@ def run_summary(results: dict, suffix: str = "") -> str:
     each stage's wall time."""
     lines = [f"# avalign pipeline · preset `{results['preset']}`", "",
              f"Languages: {', '.join(results['languages'] or [])}. Fine-tuning fractions: {results['fractions']}.", "",
-             *targets_section(results),
+             *machine_lines(results.get("precision", {})), *targets_section(results),
              "## Corpus", "", "| split | utterances | hours | images |", "|---|---:|---:|---:|"]  # fmt: skip
     for split, by_language in results["corpus"].get("splits", {}).items():
         total = by_language["all"]

@@ -230,9 +230,18 @@ def training_context(stage: str, preset: str, metrics: dict) -> dict:
         "train_seconds": metrics["train_seconds"],
         "audio_hours": metrics["audio_seconds"] / 3600,
         "skips": metrics.get("data_skips", {}),
+        "precision": precision_text(metrics.get("hyperparameters", {})),
         "config_name": config_name,
         "config": (Path(__file__).parent / "configs" / config_name).read_text(encoding="utf-8").strip(),
     }
+
+
+def precision_text(hyperparameters: dict) -> str:
+    """"bf16 on Intel(R) Xeon(R) (AVX512; auto: ...)" from a stage's recorded precision choice ("" before issue 18)."""
+    if "precision_precision" not in hyperparameters:
+        return ""
+    return (f"{hyperparameters['precision_precision']} on {hyperparameters['precision_cpu_model']} (CPU capability "
+            f"{hyperparameters['precision_cpu_capability']}; {hyperparameters['precision_reason']})")  # fmt: skip
 
 
 def frame_seconds(folder: Path, encoder_config: dict) -> float:

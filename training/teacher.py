@@ -1,5 +1,14 @@
 """Stage 0: the frozen vision teacher and its on-disk image-embedding cache.
 
+Teachers (`image_embedding_cache(teacher, images, cache_dir)` takes each by its name, folder or Hub id):
+
+    tiny SigLIP   the offline default: trained here on the corpus images and their English captions
+                  (`train_tiny_siglip`), saved as a folder that loads like a Hub SigLIP2
+    any HF model  a Hub id "org/name" or a folder: SigLIP/SigLIP2/CLIP, Qwen3-VL, plain vision models
+    "oracle"      upper bound: each image's scene attributes as one-hots (`embed_scene_attributes`)
+    random        lower bound: a teacher's architecture with fresh random weights (`save_random_teacher`),
+                  saved as a folder like any other teacher
+
 `VisionTeacher` wraps any Hugging Face image encoder (SigLIP/SigLIP2/CLIP through `get_image_features`,
 Qwen3-VL-style token sequences or plain vision models through mean pooling). `embed_images` runs each
 unique `image_id` through it once and caches the result, keyed by a teacher fingerprint. When no
@@ -19,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
     AutoModel,
     PreTrainedTokenizerFast,
@@ -42,6 +53,8 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from .corpus.scenes import BACKGROUNDS, COLOURS, KINDS, MAX_COUNT, POSITIONS, Scene
+from .corpus.synth import image_caption
 from .logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -257,18 +270,18 @@ def _save_image_embeddings(cache: ImageEmbeddings, cache_dir: Path) -> None:
     os.replace(cache_dir / f"{MANIFEST_FILE}.tmp", cache_dir / MANIFEST_FILE)
 
 
-def _open_cache(teacher: VisionTeacher, cache_dir: Path, rebuild_stale: bool) -> ImageEmbeddings:
-    """The cache in `cache_dir` if this teacher made it, else an empty one (stale cache: error or rebuild)."""
-    empty = ImageEmbeddings(embeddings=torch.empty(0, 0), index={}, teacher=teacher.fingerprint)
+def _open_cache(fingerprint: dict[str, str], cache_dir: Path, rebuild_stale: bool) -> ImageEmbeddings:
+    """The cache in `cache_dir` if this fingerprint's teacher made it, else an empty one (stale: error or rebuild)."""
+    empty = ImageEmbeddings(embeddings=torch.empty(0, 0), index={}, teacher=fingerprint)
     if not (cache_dir / MANIFEST_FILE).exists():
         return empty
     cache = load_image_embeddings(cache_dir)
-    differing = [key for key in FINGERPRINT_CHECKED_KEYS if cache.teacher.get(key) != teacher.fingerprint[key]]
+    differing = [key for key in FINGERPRINT_CHECKED_KEYS if cache.teacher.get(key) != fingerprint[key]]
     if not differing:
         return cache
     message = (
         f"embedding cache {cache_dir} was made by another teacher ({cache.teacher.get('model')!r}, "
-        f"dim {cache.embedding_dim}) than {teacher.fingerprint['model']!r}: {', '.join(differing)} differ"
+        f"dim {cache.embedding_dim}) than {fingerprint['model']!r}: {', '.join(differing)} differ"
     )
     if not rebuild_stale:
         raise ValueError(f"{message}. Pass rebuild_stale=True (--rebuild-stale-cache) to recompute it.")
@@ -276,6 +289,20 @@ def _open_cache(teacher: VisionTeacher, cache_dir: Path, rebuild_stale: bool) ->
     for name in (MANIFEST_FILE, EMBEDDINGS_FILE):
         (cache_dir / name).unlink()
     return empty
+
+
+def _append_and_save(cache: ImageEmbeddings, result: ImageEmbeddings, computed: torch.Tensor, cache_dir: Path) -> None:
+    """Put the cached rows, then `computed` (N_new, D), into `result` and write it to `cache_dir`."""
+    if len(cache) and computed.shape[1] != cache.embedding_dim:
+        raise ValueError(f"teacher gives dim {computed.shape[1]}, cache {cache_dir} holds {cache.embedding_dim}")
+    result.embeddings = torch.cat([cache.embeddings, computed]) if len(cache) else computed
+    _save_image_embeddings(result, cache_dir)
+
+
+def _warn_skipped(result: ImageEmbeddings, what: str) -> None:
+    if result.skipped:
+        examples = "; ".join(f"{image_id}: {reason}" for image_id, reason in list(result.skipped.items())[:5])
+        logger.warning("skipped %d image(s) %s: %s", len(result.skipped), what, examples)
 
 
 def _pending_images(images, known: dict, result: ImageEmbeddings) -> tuple[Iterator, int | None]:
@@ -340,7 +367,7 @@ def embed_images(
     unreadable images are counted in `.skipped` (image_id -> reason) and logged, never cached.
     """
     cache_dir = Path(cache_dir)
-    cache = _open_cache(teacher, cache_dir, rebuild_stale)
+    cache = _open_cache(teacher.fingerprint, cache_dir, rebuild_stale)
     result = ImageEmbeddings(embeddings=cache.embeddings, index=dict(cache.index), teacher=teacher.fingerprint)
     pending, total = _pending_images(images, cache.index, result)
     new_embeddings = []  # (B, D) each
@@ -351,14 +378,8 @@ def embed_images(
             result.teacher_calls += len(image_ids)
             progress.update(len(image_ids))
     if new_embeddings:
-        computed = torch.cat(new_embeddings)  # (N_new, D)
-        if len(cache) and computed.shape[1] != cache.embedding_dim:
-            raise ValueError(f"teacher gives dim {computed.shape[1]}, cache {cache_dir} holds {cache.embedding_dim}")
-        result.embeddings = torch.cat([cache.embeddings, computed]) if len(cache) else computed
-        _save_image_embeddings(result, cache_dir)
-    if result.skipped:
-        examples = "; ".join(f"{image_id}: {reason}" for image_id, reason in list(result.skipped.items())[:5])
-        logger.warning("skipped %d image(s) with no usable image: %s", len(result.skipped), examples)
+        _append_and_save(cache, result, torch.cat(new_embeddings), cache_dir)
+    _warn_skipped(result, "with no usable image")
     return result
 
 
@@ -500,6 +521,129 @@ def train_default_teacher(corpus: datasets.DatasetDict, output_dir: str | os.Pat
     if not images:
         raise ValueError(f"no captioned images in splits {list(splits)} to train the tiny SigLIP on")
     return train_tiny_siglip(images, captions, output_dir, **training_kwargs)
+
+
+# ----------------------------------------------------------------------------- random and oracle teachers
+
+
+def save_random_teacher(like: str | os.PathLike, output_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """The lower-bound teacher: `like`'s architecture and image processor with fresh random weights (seeded).
+
+    Saved so that `VisionTeacher(output_dir)` loads it like any teacher; a folder that already holds a
+    config.json is kept as it is.
+    """
+    output_dir = Path(output_dir)
+    if (output_dir / "config.json").exists():
+        logger.info("reusing the random teacher in %s", output_dir)
+        return output_dir
+    config = AutoConfig.from_pretrained(like)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(output_dir)
+    AutoImageProcessor.from_pretrained(like).save_pretrained(output_dir)
+    return output_dir
+
+
+ORACLE = "oracle"
+ORACLE_FINGERPRINT = {
+    "model": ORACLE,
+    "config_sha256": "oracle-scene-attributes-v1",  # bump when scene_vector's layout changes
+    "image_processor_sha256": "none",
+    "weights_sha256": "none",
+}
+# The one-hot blocks of an oracle vector, in Scene's field order: (field, its values)
+SCENE_ATTRIBUTES = (
+    ("kind", tuple(KINDS)),
+    ("colour", tuple(COLOURS)),
+    ("count", tuple(range(1, MAX_COUNT + 1))),
+    ("position", tuple(POSITIONS)),
+    ("background", tuple(BACKGROUNDS)),
+)
+
+
+def all_scenes() -> list[Scene]:
+    """Every scene the embedded corpus can render."""
+    return [Scene(*values) for values in itertools.product(*(values for _, values in SCENE_ATTRIBUTES))]
+
+
+@functools.cache
+def scenes_by_caption() -> dict[str, Scene]:
+    """image_caption -> Scene over every possible scene; ValueError if two scenes share a caption."""
+    by_caption = {}
+    for scene in all_scenes():
+        other = by_caption.setdefault(image_caption(scene), scene)
+        if other != scene:
+            raise ValueError(f"scenes {other} and {scene} share the caption {image_caption(scene)!r}")
+    return by_caption
+
+
+def scene_vector(scene: Scene) -> torch.Tensor:
+    """(D,) float32, unit L2 norm: the concatenated one-hots of kind, colour, count, position and background."""
+    one_hots = [
+        F.one_hot(torch.tensor(values.index(getattr(scene, name))), len(values)) for name, values in SCENE_ATTRIBUTES
+    ]
+    return F.normalize(torch.cat(one_hots).float(), dim=0)
+
+
+def embed_scene_attributes(
+    images: datasets.Dataset | datasets.DatasetDict, cache_dir: str | os.PathLike, rebuild_stale: bool = False
+) -> ImageEmbeddings:
+    """The oracle teacher: `scene_vector` of each unique `image_id`'s scene, read back from its `image_caption`.
+
+    Same cache, counters and stale-cache rules as `embed_images`; images are never decoded. Ids whose first
+    row has no known scene caption go to `.skipped` (image_id -> reason) and are logged.
+    """
+    splits = images.values() if isinstance(images, datasets.DatasetDict) else [images]
+    if any("image_caption" not in split.column_names for split in splits):
+        raise ValueError("the oracle teacher needs the embedded corpus's image_caption column (training/corpus/)")
+    cache_dir = Path(cache_dir)
+    cache = _open_cache(ORACLE_FINGERPRINT, cache_dir, rebuild_stale)
+    columns = _undecoded_columns(images, ["image_id", "image", "image_caption"])
+    image_ids, captions = columns["image_id"], columns["image_caption"]  # two text columns: no image bytes read
+    first_rows = first_row_per_id(image_ids)
+    result = ImageEmbeddings(
+        embeddings=cache.embeddings,
+        index=dict(cache.index),
+        teacher=ORACLE_FINGERPRINT,
+        requested_rows=len(image_ids),
+        rows_without_image=sum(1 for image_id in image_ids if not image_id),
+        unique_images=len(first_rows),
+    )
+    new_vectors = []  # (D,) each
+    for image_id, row in first_rows.items():
+        if image_id in result.index:
+            continue
+        scene = scenes_by_caption().get(captions[row])
+        if scene is None:
+            result.skipped[image_id] = f"image_caption {captions[row]!r} is not a scene caption of the embedded corpus"
+            continue
+        result.index[image_id] = len(result.index)
+        new_vectors.append(scene_vector(scene))
+    result.teacher_calls = len(new_vectors)
+    if new_vectors:
+        _append_and_save(cache, result, torch.stack(new_vectors), cache_dir)
+    _warn_skipped(result, "without a known scene caption (oracle teacher)")
+    return result
+
+
+# ----------------------------------------------------------------------------- entry point
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # "org/name"
+
+
+def image_embedding_cache(
+    teacher: str,
+    images: datasets.Dataset | datasets.DatasetDict,
+    cache_dir: str | os.PathLike,
+    rebuild_stale: bool = False,
+) -> ImageEmbeddings:
+    """The image-embedding cache of `teacher`: "oracle" (scene attributes), a model folder or a Hub id."""
+    if teacher == ORACLE:
+        return embed_scene_attributes(images, cache_dir, rebuild_stale)
+    if not ((teacher and Path(teacher).is_dir()) or _HUB_ID.fullmatch(str(teacher))):  # "" is no folder
+        raise ValueError(
+            f"unknown teacher {teacher!r}: expected {ORACLE!r}, an existing model folder or a Hub id 'org/name'"
+        )
+    return embed_images(VisionTeacher(teacher), images, cache_dir, rebuild_stale=rebuild_stale)
 
 
 # ----------------------------------------------------------------------------- CLI

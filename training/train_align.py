@@ -4,24 +4,42 @@
         --corpus runs/demo/corpus --init_encoder runs/demo/pretrain --teacher runs/demo/teacher \
         --embeddings_dir runs/demo/embeddings --output_dir runs/demo/align
 
-Every encoder layer is updated, together with the alignment head. Audio -> image retrieval recall@1/@5 on held-out
-pairs (images never seen in training) is measured before and after.
+Every encoder layer is updated, together with the alignment head (the paper's recipe, the default). Audio -> image
+retrieval recall@1/@5 on held-out pairs (images never seen in training) is measured before and after.
+
+The alignment study's options (issue 19; docs/experiments.md), each off by default:
+
+    --joint_ssl true           keep stage 1's masked-token loss on the same batches: L = L_ssl + lambda * L_align
+                               (FaST-VGS+); the quantizer and decoder come from the stage-1 checkpoint
+    --alignment_weight 0.5     lambda
+    --alignment_layer 4        pool from this encoder block (1-based) instead of the last
+    --freeze_layers 3          the subsampling and the 3 lowest blocks stay frozen
+    --negatives language       negatives only within a clip's language, so that language identity cannot solve it
+    --image_pairing shuffled   the control: each image replaced, consistently, by another image of the same language
+    --teacher oracle           the corpus's scene attributes as the image embedding (the upper bound)
 """
 
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
+from torch import nn
 
 from accelerate.utils import set_seed
 
-from avalign.modeling import FastConformerAlignmentConfig, FastConformerForImageAlignment
+from avalign.modeling import (
+    FastConformerAlignmentConfig,
+    FastConformerForImageAlignment,
+    FastConformerForMaskedTokenPrediction,
+)
 from avalign.training.data.batching import DurationBucketSampler, SpeechCollator
 from avalign.training.data.splits import clean, feature_extractor, load_splits
 from avalign.training.logs import setup_logging
-from avalign.training.teacher import VisionTeacher, embed_images
+from avalign.training.teacher import image_embedding_cache
+from avalign.training.train_pretrain import load_stage1
 from avalign.training.trainer import AugmentationArguments, StageArguments, StageTrainer
 from avalign.training.trainer import arguments_to_dict, initial_encoder, parse_arguments
 
@@ -32,7 +50,8 @@ logger = logging.getLogger("avalign")
 class AlignArguments:
     corpus: str = field(metadata={"help": "a DatasetDict folder in the common schema, with image_id and image"})
     init_encoder: str = field(metadata={"help": "stage-1 output (or a Parakeet / .nemo encoder)"})
-    teacher: str = field(metadata={"help": "vision teacher: Hub id or folder (SigLIP2, Qwen3-VL, the tiny default)"})
+    teacher: str = field(metadata={"help": "vision teacher: Hub id or folder (SigLIP2, Qwen3-VL, the tiny default, a "
+                                           "random one), or `oracle` (the embedded corpus's scene attributes)"})
     embeddings_dir: str = field(metadata={"help": "image-embedding cache, shared across stages and runs"})
     train_splits: list[str] = field(default_factory=lambda: ["paired"])
     eval_split: str = field(default="dev", metadata={"help": "the learning curve during training (select on it)"})
@@ -43,11 +62,35 @@ class AlignArguments:
     projection_hidden_size: int | None = None
     min_seconds: float = 0.3
     max_seconds: float = 30.0
+    joint_ssl: bool = field(default=False, metadata={
+        "help": "keep stage 1's masked-token loss on the same batches: L = L_ssl + alignment_weight * L_align"})
+    alignment_weight: float = field(default=1.0, metadata={"help": "lambda, the weight of the alignment loss"})
+    alignment_layer: int | None = field(default=None, metadata={
+        "help": "the encoder block (1-based) the alignment head pools from (default: the last)"})
+    freeze_layers: int = field(default=0, metadata={
+        "help": "keep the subsampling and this many of the lowest encoder blocks frozen (0: every layer trains)"})
+    negatives: str = field(default="batch", metadata={
+        "help": "batch (every other image in the batch) or language (only images of the clip's own language)"})
+    image_pairing: str = field(default="prompt", metadata={
+        "help": "prompt (each clip's own image) or shuffled (the control: another image of the same language)"})
+
+    def __post_init__(self):  # clear errors before training; the layer ranges are checked against the encoder
+        if self.alignment_weight < 0:
+            raise ValueError(f"--alignment_weight (lambda) must be >= 0, got {self.alignment_weight}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"--freeze_layers must be >= 0, got {self.freeze_layers}")
+        for name, choices in (("negatives", NEGATIVES), ("image_pairing", IMAGE_PAIRINGS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+
+NEGATIVES = ("batch", "language")
+IMAGE_PAIRINGS = ("prompt", "shuffled")
 
 
 def image_embedding_table(args: AlignArguments, datasets_with_images) -> tuple[dict, dict]:
     """{image_id: (E,) embedding} for every image the stage uses (each unique image through the teacher once)."""
-    cache = embed_images(VisionTeacher(args.teacher), datasets_with_images, args.embeddings_dir)
+    cache = image_embedding_cache(args.teacher, datasets_with_images, args.embeddings_dir)
     logger.info("vision teacher: %s", cache.counters())
     table = {image_id: cache.embeddings[row] for image_id, row in cache.index.items()}
     return table, cache.counters()
@@ -55,29 +98,98 @@ def image_embedding_table(args: AlignArguments, datasets_with_images) -> tuple[d
 
 def build_model(
     args: AlignArguments, image_embedding_dim: int, augmentation: AugmentationArguments
-) -> FastConformerForImageAlignment:
+) -> "FastConformerForImageAlignment | JointAlignment":
     encoder = initial_encoder(args.init_encoder)
+    num_layers = encoder.config.num_hidden_layers
+    if args.freeze_layers > num_layers:
+        raise ValueError(f"--freeze_layers {args.freeze_layers} is more than the encoder's {num_layers} blocks")
     config = FastConformerAlignmentConfig(
         encoder_config=augmentation.encoder_config(encoder.config), image_embedding_dim=image_embedding_dim,
         pooling=args.pooling, alignment_loss=args.alignment_loss, projection_hidden_size=args.projection_hidden_size,
+        alignment_layer=args.alignment_layer,
     )  # fmt: skip
     model = FastConformerForImageAlignment(config)
     model.load_encoder_state(encoder)
-    return model
+    freeze_lowest_layers(model.encoder, args.freeze_layers)
+    return JointAlignment(model, load_stage1(args.init_encoder, "--joint_ssl")) if args.joint_ssl else model
 
 
-def group_ids(image_ids: list[str]) -> torch.Tensor:
-    """(B,) ints equal where rows share an image, so the loss treats them as positives of each other."""
+def freeze_lowest_layers(encoder: nn.Module, count: int) -> None:
+    """Alignment depth: the subsampling and the `count` lowest blocks keep stage 1's weights (no gradient)."""
+    if count == 0:
+        return
+    for module in (encoder.subsampling, *encoder.layers[:count]):
+        module.requires_grad_(False)
+
+
+class JointAlignment(nn.Module):
+    """Stage 2 that keeps stage 1's task: the alignment model and stage 1's heads on one shared encoder.
+
+    forward -> (alignment output, masked-token output), both through the same encoder weights, so that one backward
+    pass trains the encoder on both losses. `save_pretrained` saves the alignment model, as plain stage 2 does.
+    """
+
+    def __init__(self, alignment: FastConformerForImageAlignment, stage1: FastConformerForMaskedTokenPrediction):
+        super().__init__()
+        del stage1.encoder  # the alignment model's encoder is the one both losses train
+        self.alignment, self.stage1 = alignment, stage1
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.alignment.encoder
+
+    @property
+    def device(self) -> torch.device:
+        return self.alignment.device
+
+    def embed_audio(self, *args, **kwargs):
+        return self.alignment.embed_audio(*args, **kwargs)
+
+    def save_pretrained(self, *args, **kwargs):
+        return self.alignment.save_pretrained(*args, **kwargs)
+
+    def forward(self, input_features, attention_mask=None, **alignment_inputs):
+        aligned = self.alignment(input_features, attention_mask=attention_mask, **alignment_inputs)
+        masked = self.stage1.masked_prediction(self.alignment.encoder, input_features, attention_mask)
+        return aligned, masked
+
+
+def group_ids(keys: list[str]) -> torch.Tensor:
+    """(B,) ints equal where rows share a key (an image: positives of each other; a language: a negatives group)."""
     first = {}
-    return torch.tensor([first.setdefault(image_id, len(first)) for image_id in image_ids])
+    return torch.tensor([first.setdefault(key, len(first)) for key in keys])
 
 
-def alignment_loss(model, batch):
-    outputs = model(
-        batch["input_features"], attention_mask=batch["attention_mask"], image_embeddings=batch["image_embeddings"],
-        image_groups=group_ids(batch["image_id"]).to(batch["input_features"].device),
-    )  # fmt: skip
-    return outputs.loss, {}
+def alignment_objective(args: AlignArguments):
+    """compute_loss(model, batch): lambda * L_align, plus L_ssl with --joint_ssl; negatives per --negatives."""
+
+    def compute_loss(model, batch):
+        device = batch["input_features"].device
+        negative_groups = group_ids(batch["language"]).to(device) if args.negatives == "language" else None
+        outputs = model(
+            batch["input_features"], attention_mask=batch["attention_mask"], image_embeddings=batch["image_embeddings"],
+            image_groups=group_ids(batch["image_id"]).to(device), negative_groups=negative_groups,
+        )  # fmt: skip
+        if not args.joint_ssl:
+            return args.alignment_weight * outputs.loss, {}
+        aligned, masked = outputs
+        loss = masked.loss + args.alignment_weight * aligned.loss
+        return loss, {"alignment_loss": aligned.loss.item(), "masked_loss": masked.loss.item()}
+
+    return compute_loss
+
+
+def shuffled_images(dataset: Dataset, seed: int) -> Dataset:
+    """The `shuffled` control: every image_id replaced by another image of the same language, consistently (the clips
+    of one image all move to the same other image), so the batches keep their structure but the content is wrong."""
+    rng = np.random.default_rng(seed)
+    languages, image_ids = dataset["language"], dataset["image_id"]
+    replacement = {}
+    for language in sorted(set(languages)):
+        order = sorted({image for image, lang in zip(image_ids, languages) if lang == language and image})
+        order = [order[i] for i in rng.permutation(len(order))]
+        replacement |= {image: order[(i + 1) % len(order)] for i, image in enumerate(order)}  # a cycle: none stays
+    return dataset.remove_columns("image_id").add_column("image_id", [replacement.get(i, i) for i in image_ids])
 
 
 def spread(unit_vectors: torch.Tensor) -> float:
@@ -151,6 +263,8 @@ def main(argv=None):
     extractor = feature_extractor()
     limits = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, require_image=True)
     train, train_report = clean(load_splits(args.corpus, args.train_splits, args.languages), "align/train", **limits)
+    if args.image_pairing == "shuffled":
+        train = shuffled_images(train, training.seed)
     held_out = {split: clean(load_splits(args.corpus, [split], args.languages), f"align/{split}", **limits)[0]
                 for split in dict.fromkeys([args.eval_split, args.report_split])}  # fmt: skip
     image_table, teacher_counters = image_embedding_table(args, DatasetDict(train=train, **held_out))
@@ -165,7 +279,7 @@ def main(argv=None):
     augmented = SpeechCollator(extractor, image_embeddings=image_table,
                                augmentation=augmentation.audio_augmentation(training.seed))  # fmt: skip
     trainer = StageTrainer(
-        training, model.train(), train, augmented, alignment_loss,
+        training, model.train(), train, augmented, alignment_objective(args),
         evaluate=curve, stage_name="align", hyperparameters=arguments_to_dict(args, augmentation),
     )  # fmt: skip
     result = trainer.train()

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-
 from accelerate.utils import set_seed
+from transformers import AutoConfig
 
 from avalign.modeling import (
     FastConformerConfig,
@@ -36,6 +36,8 @@ class PretrainArguments:
     encoder_preset: str = "demo"
     subsampling_factor: int | None = field(default=None, metadata={"help": "override the preset's (4 or 8)"})
     init_encoder: str | None = field(default=None, metadata={"help": "start from this encoder (Parakeet, .nemo, avalign)"})
+    init_model: str | None = field(default=None, metadata={
+        "help": "continue a stage-1 checkpoint: its encoder, quantizer and decoder (the study's `continued` control)"})
     codebook_size: int = 8192
     codebook_dim: int = 16
     num_codebooks: int = 1
@@ -48,11 +50,15 @@ class PretrainArguments:
     max_seconds: float = 30.0
 
     def __post_init__(self):
+        if self.init_model and self.init_encoder:
+            raise ValueError("give --init_model (a whole stage-1 checkpoint) or --init_encoder, not both")
         if self.quantizer == "kmeans" and self.kmeans_utterances < 1:
             raise ValueError(f"--kmeans_utterances must be >= 1 with --quantizer kmeans, got {self.kmeans_utterances}")
 
 
 def build_model(args: PretrainArguments) -> FastConformerForMaskedTokenPrediction:
+    if args.init_model:
+        return load_stage1(args.init_model, "--init_model")
     encoder = initial_encoder(args.init_encoder) if args.init_encoder else None
     if encoder is not None:
         encoder_config = encoder.config
@@ -69,6 +75,19 @@ def build_model(args: PretrainArguments) -> FastConformerForMaskedTokenPredictio
     if encoder is not None:
         model.load_encoder_state(encoder)
     return model
+
+
+def load_stage1(path: str, flag: str) -> FastConformerForMaskedTokenPrediction:
+    """A whole stage-1 checkpoint (encoder, quantizer, decoder), for `flag` (named in the error when it is not one)."""
+    expected = FastConformerMaskedTokenPredictionConfig.model_type
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as error:
+        model_type = f"unreadable ({type(error).__name__}: {error})"
+    if model_type != expected:
+        raise ValueError(f"{flag} needs a stage-1 checkpoint with its quantizer and decoder (model_type {expected!r}); "
+                         f"{path} is {model_type!r}")  # fmt: skip
+    return FastConformerForMaskedTokenPrediction.from_pretrained(path)
 
 
 def fit_kmeans_quantizer(model, dataset, collator, num_utterances: int, seed: int) -> None:
@@ -129,7 +148,7 @@ def main(argv=None):
                         min_seconds=args.min_seconds, max_seconds=args.max_seconds)  # fmt: skip
     collator = SpeechCollator(extractor)
     model = build_model(args)
-    if args.quantizer == "kmeans":
+    if model.config.quantizer == "kmeans" and not args.init_model:  # a continued model keeps its fitted codebook
         fit_kmeans_quantizer(model, train, collator, args.kmeans_utterances, training.seed)
     trainer = StageTrainer(
         training, model, train, collator, masked_prediction_loss,

@@ -27,6 +27,8 @@ from transformers import HfArgumentParser, get_scheduler
 from avalign.modeling import load_encoder
 
 from .data.batching import AudioAugmentation, DurationBucketSampler
+from .precision import CHOICES as PRECISIONS
+from .precision import choose_precision
 
 logger = logging.getLogger("avalign")
 CHECKPOINT_PREFIX = "step-"
@@ -50,7 +52,9 @@ class StageArguments:
     max_grad_norm: float = 1.0
     freeze_encoder_steps: int = field(default=0, metadata={
         "help": "train only the head for the first N steps, with the encoder frozen (a head warm-up for stages 2-3)"})
-    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto (bf16 where the device runs it natively, fp16 on a CUDA GPU without bf16, else fp32), no, "
+                "fp16 or bf16 (avalign.training.precision)"})
     seed: int = 0
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate only at the end
@@ -64,6 +68,8 @@ class StageArguments:
     def __post_init__(self):
         if self.freeze_encoder_steps < 0:
             raise ValueError(f"--freeze_encoder_steps must be >= 0, got {self.freeze_encoder_steps}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"--mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -166,9 +172,12 @@ class StageTrainer:
         self.compute_loss, self.evaluate = compute_loss, evaluate
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.precision = choose_precision(args.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
+        logger.info("%s: mixed precision: %s (%s; CPU %s)", stage_name, self.precision.precision,
+                    self.precision.reason, self.precision.cpu_model)  # fmt: skip
         self.accelerator = Accelerator(
             cpu=not _has_accelerator_device(),  # so that CPU-only multi-process launches use gloo
-            mixed_precision=args.mixed_precision,
+            mixed_precision=self.precision.accelerate_name,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             log_with="tensorboard",
             project_dir=str(self.output_dir / "logs"),
@@ -194,7 +203,8 @@ class StageTrainer:
         )
         self.state = {"global_step": 0, "epoch": 0, "batches_done": 0, "audio_seconds": 0.0,
                       "skipped_nonfinite": 0, "train_seconds": 0.0, "eval_history": []}  # fmt: skip
-        self.hyperparameters = {**asdict(args), **(hyperparameters or {})}
+        self.hyperparameters = {**asdict(args), **(hyperparameters or {}),
+                                **{f"precision_{k}": v for k, v in self.precision.to_dict().items()}}
 
     # ------------------------------------------------------------------------------------------------ loop
     def train(self) -> TrainingResult:

@@ -143,3 +143,48 @@ def compare(
             **{key: result[key] for key in ("difference", "ci_low", "ci_high", "p_value")},
         }  # fmt: skip
     return comparison
+
+
+def hierarchical_bootstrap(
+    runs_a: Sequence[Sequence[Mapping]],
+    runs_b: Sequence[Sequence[Mapping]],
+    metric: str = "cer",
+    num_resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Two systems trained with several seeds each: the difference a - b of their seed-mean corpus rates, with a
+    95 % interval and a two-sided p-value over seeds and utterances together.
+
+    runs_a / runs_b: one list of records per seed, all on the same utterances. Each resample draws the seeds of
+    each system with replacement (seeds of a and b are independent runs: no pairing across systems), and one set of
+    utterances with replacement shared by both systems (the utterances are the same: paired). The bootstrap over
+    utterances alone sees only the test set's sampling; this one also sees run-to-run spread.
+    -> {"metric", "a", "b", "difference", "ci_low", "ci_high", "p_value", "num_utterances", "seeds_a", "seeds_b"}.
+    """
+    reference = runs_a[0]
+    utterance_ids = [record["utterance_id"] for record in reference]
+    edits = {}  # side -> (S, N) per-seed edits, in the utterance order of `reference`
+    for side, runs in (("a", runs_a), ("b", runs_b)):
+        per_seed = [edit_counts([a for _, a in paired_utterances(reference, run)], metric) for run in runs]
+        edits[side] = np.stack([seed_edits for seed_edits, _ in per_seed])
+    lengths = edit_counts(reference, metric)[1]
+    rng = np.random.default_rng(seed)
+    weights = resample_counts(len(utterance_ids), num_resamples, seed)  # (R, N)
+    resampled_lengths = np.maximum(weights @ lengths, 1)  # (R,)
+
+    def resampled_rates(side_edits: np.ndarray) -> np.ndarray:  # (S, N) -> (R,) seed-mean rate per resample
+        per_seed = weights @ side_edits.T / resampled_lengths[:, None]  # (R, S)
+        draws = rng.integers(0, len(side_edits), size=per_seed.shape)
+        return np.take_along_axis(per_seed, draws, 1).mean(1)
+
+    differences = resampled_rates(edits["a"]) - resampled_rates(edits["b"])
+    rate_a = float(np.mean([corpus_rate(e, lengths) for e in edits["a"]]))
+    rate_b = float(np.mean([corpus_rate(e, lengths) for e in edits["b"]]))
+    far_side = int(min((differences <= 0).sum(), (differences >= 0).sum()))
+    ci_low, ci_high = np.percentile(differences, [2.5, 97.5])
+    return {
+        "metric": metric, "a": rate_a, "b": rate_b, "difference": rate_a - rate_b,
+        "ci_low": float(ci_low), "ci_high": float(ci_high),
+        "p_value": min(1.0, 2 * (far_side + 1) / (num_resamples + 1)), "num_utterances": len(utterance_ids),
+        "seeds_a": len(runs_a), "seeds_b": len(runs_b),
+    }  # fmt: skip
