@@ -7,7 +7,7 @@ STAMP := $(VENV)/.avalign-installed
 PRESET ?= demo
 OUTPUT_DIR ?= runs/$(PRESET)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo study test bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(PY) -m avalign.training.pipeline --preset $(PRESET) --output-dir $(OUTPUT_DIR)
+
+# the alignment study (issue 19): arms x seeds beside the controls; reuses runs/$(PRESET) from `make demo`
+study: setup
+	$(PY) -m avalign.training.study --preset $(PRESET) --jobs 2
 
 test: setup
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q tests

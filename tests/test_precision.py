@@ -1,6 +1,10 @@
 """`mixed_precision: auto` and the warning for an explicit bf16 that the CPU only emulates (capabilities faked)."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,12 @@ def test_a_config_that_says_auto_parses(tmp_path):
     config.write_text("output_dir: out\nmixed_precision: auto  # a comment\n")
     (training,) = parse_arguments((StageArguments,), ["--config", str(config)])
     assert training.mixed_precision == "auto"
+
+
+def test_auto_is_fp32_when_the_native_kernels_are_forced_off():
+    """The real probe and flags, not faked: with oneDNN capped at AVX2 (as on an AVX2-only CPU) auto must pick fp32."""
+    code = "import json; from avalign.training.precision import choose_precision as c; print(json.dumps(c('auto', 'cpu').to_dict()))"
+    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    completed = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    choice = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert choice["precision"] == "fp32" and choice["cpu_capability"] == "AVX2", choice

@@ -190,6 +190,7 @@ def test_cards_link_the_neighbouring_stages_and_show_the_metrics(published):
     for card in cards.values():
         assert card.data.datasets == [f"{NAMESPACE}/avalign-corpus"] and card.data.language == list(LANGUAGES)
         assert "{{" not in card.text and "trust_remote_code=True" in card.text
+        assert re.search(r"Precision: (bf16|fp32) on .* \(CPU capability \w+; auto: ", card.text)  # issue 18
 
 
 @pytest.mark.parametrize("stage", publish.STAGES)

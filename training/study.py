@@ -386,7 +386,7 @@ def plot_study(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     arms = list(results["arms"])
-    figure, axes = plt.subplots(1, len(DECODINGS), figsize=(6 + 0.9 * len(arms), 4), sharey=True)
+    figure, axes = plt.subplots(1, len(DECODINGS), figsize=(6 + 0.9 * len(arms), 4))
     width = 0.8 / len(SPLITS)
     for axis, decoding in zip(axes, DECODINGS):
         for i, split in enumerate(SPLITS):

@@ -114,13 +114,15 @@ def paired_bootstrap(
     weights = resample_counts(len(pairs), num_resamples, seed)  # (R, N)
     resampled_lengths = np.maximum(weights @ lengths, 1)  # (R,); 0 only if every draw has an empty reference
     differences = weights @ (edits_a - edits_b) / resampled_lengths  # (R,)
+    return bootstrap_summary(metric, rate_a, rate_b, differences) | {"num_utterances": len(pairs)}
+
+
+def bootstrap_summary(metric: str, rate_a: float, rate_b: float, differences: np.ndarray) -> dict:
+    """The point difference a - b, the 95 % percentile interval and the two-sided p-value of resampled differences."""
     far_side = int(min((differences <= 0).sum(), (differences >= 0).sum()))
     ci_low, ci_high = np.percentile(differences, [2.5, 97.5])
-    return {
-        "metric": metric, "a": rate_a, "b": rate_b, "difference": rate_a - rate_b,
-        "ci_low": float(ci_low), "ci_high": float(ci_high),
-        "p_value": min(1.0, 2 * (far_side + 1) / (num_resamples + 1)), "num_utterances": len(pairs),
-    }  # fmt: skip
+    return {"metric": metric, "a": rate_a, "b": rate_b, "difference": rate_a - rate_b, "ci_low": float(ci_low),
+            "ci_high": float(ci_high), "p_value": min(1.0, 2 * (far_side + 1) / (len(differences) + 1))}  # fmt: skip
 
 
 def compare(
@@ -180,11 +182,5 @@ def hierarchical_bootstrap(
     differences = resampled_rates(edits["a"]) - resampled_rates(edits["b"])
     rate_a = float(np.mean([corpus_rate(e, lengths) for e in edits["a"]]))
     rate_b = float(np.mean([corpus_rate(e, lengths) for e in edits["b"]]))
-    far_side = int(min((differences <= 0).sum(), (differences >= 0).sum()))
-    ci_low, ci_high = np.percentile(differences, [2.5, 97.5])
-    return {
-        "metric": metric, "a": rate_a, "b": rate_b, "difference": rate_a - rate_b,
-        "ci_low": float(ci_low), "ci_high": float(ci_high),
-        "p_value": min(1.0, 2 * (far_side + 1) / (num_resamples + 1)), "num_utterances": len(utterance_ids),
-        "seeds_a": len(runs_a), "seeds_b": len(runs_b),
-    }  # fmt: skip
+    return bootstrap_summary(metric, rate_a, rate_b, differences) | {
+        "num_utterances": len(utterance_ids), "seeds_a": len(runs_a), "seeds_b": len(runs_b)}
