@@ -95,19 +95,28 @@ def measure_this_kind(repeats: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     choice = choose_precision("auto", "cpu")
-    steps = {}
+    steps, failures = {}, {}
     for stage, (model, inputs) in stage_models().items():
         functions = {name: step_function(model, inputs, precision)
                      for name, precision in (("fp32", "fp32"), ("bf16", "bf16"), ("auto", choice.precision))}  # fmt: skip
+        for name, function in list(functions.items()):  # a precision the kernels cannot run at all is reported
+            try:
+                function()
+            except RuntimeError as error:
+                failures[f"{stage} {name}"] = str(error).splitlines()[0]
+                del functions[name]
         steps[stage] = timed(functions, repeats)
     return {"cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "auto": choice.to_dict(), "matmul_seconds": matmul_seconds(), "step_seconds": steps}  # fmt: skip
+            "auto": choice.to_dict(), "matmul_seconds": matmul_seconds(), "step_seconds": steps,
+            "failures": failures}  # fmt: skip
 
 
 def goals(kind: str, record: dict) -> list[dict]:
     rows = []
     for stage, times in record["step_seconds"].items():
         for reference, target in (("fp32", TARGET_WITHIN_FP32), ("bf16", 1.0)):
+            if reference not in times or "auto" not in times:
+                continue  # it failed to run (record["failures"] says why)
             ratio = times[reference]["wall_s"] / times["auto"]["wall_s"]
             rows.append(dict(
                 goal=f"{stage} step, auto ({record['auto']['precision']}) vs {reference}, {kind} CPU "
@@ -129,8 +138,9 @@ def main(quick: bool = False, threads: int = 2) -> dict:
         completed = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
                                    cwd=Path(__file__).parent, check=True)  # fmt: skip
         record = json.loads(completed.stdout.strip().splitlines()[-1])
-        results["checks"][kind] = {key: record[key] for key in ("cpu_model", "cpu_capability", "matmul_seconds")} | {
-            "auto": f"{record['auto']['precision']} ({record['auto']['reason']})"}
+        results["checks"][kind] = {key: record[key] for key in ("cpu_model", "cpu_capability", "matmul_seconds",
+                                                                 "step_seconds", "failures")} | {
+            "auto": f"{record['auto']['precision']} ({record['auto']['reason']})"}  # fmt: skip
         results["goals"] += goals(kind, record)
     return results
 

@@ -156,9 +156,9 @@ class Study:
         if spec.kind == "baseline":
             return self.pretrain
         seed = self.stage2_seed(seed)
-        if arm == "aligned" and seed == 0 and (self.base_dir / "align" / "metrics.json").exists():
-            return self.base_dir / "align"  # the pipeline's own stage 2: the same recipe and seed
-        folder = self.output_dir / "stage2" / f"{arm}-s{seed}"
+        folder = self.stage2_dir(arm, seed)
+        if folder.parent == self.base_dir:
+            return folder
         schedule = stage2_schedule(self.spec.pipeline)
         if spec.kind == "continued":
             train = lambda: self.pipeline.train(  # noqa: E731
@@ -172,6 +172,12 @@ class Study:
         self.pipeline.stage(f"stage2/{folder.name}", folder / "metrics.json", train)
         return folder
 
+    def stage2_dir(self, arm: str, seed: int) -> Path:
+        reused = self.base_dir / "align"
+        if arm == "aligned" and seed == 0 and (reused / "metrics.json").exists():
+            return reused  # the pipeline's own stage 2: the same recipe and seed
+        return self.output_dir / "stage2" / f"{arm}-s{seed}"
+
     def teacher(self, name: str) -> tuple[str, Path]:
         """(the --teacher of train_align, its embedding cache) for a teacher name."""
         if name == "siglip":
@@ -183,11 +189,14 @@ class Study:
             return str(folder), self.output_dir / "embeddings" / "random"
         raise ValueError(f"unknown teacher {name!r}; the study's teachers are {TEACHERS}")
 
-    def fine_tune(self, arm: str, seed: int, encoder: Path) -> Path:
+    def asr_dir(self, arm: str, seed: int) -> Path:
         reused = self.base_dir / "asr" / fraction_dir(arm, self.spec.fraction)
         if arm in ("aligned", "baseline") and seed == 0 and (reused / "metrics.json").exists():
             return reused  # the pipeline's own stage 3 at this fraction: the same recipe and seed
-        folder = self.output_dir / "asr" / f"{arm}-s{seed}"
+        return self.output_dir / "asr" / f"{arm}-s{seed}"
+
+    def fine_tune(self, arm: str, seed: int, encoder: Path) -> Path:
+        folder = self.asr_dir(arm, seed)
         steps = PRESETS[self.spec.pipeline].asr_max_steps.get(self.spec.fraction)
         self.pipeline.stage(f"asr/{folder.name}", folder / "metrics.json", lambda: self.pipeline.train(
             "asr", "asr", corpus=self.corpus, init_encoder=encoder, train_fraction=self.spec.fraction,
@@ -208,13 +217,14 @@ class Study:
         return self.eval_dir(arm, seed) / f"predictions-{arm}-s{seed}-{split}-{decoding}.jsonl"
 
     def probed_arms(self, chosen: dict) -> list[str]:
-        """The layer-wise probe runs on the baseline, `continued` and the arm chosen on dev_ood."""
-        return [arm for arm in dict.fromkeys(("baseline", "continued", chosen.get("arm"))) if arm in self.arms]
+        """The layer-wise probe runs on the baseline, `continued`, the paper's recipe and the arm chosen on dev_ood."""
+        probed = ("baseline", "continued", "aligned", chosen.get("arm"))
+        return [arm for arm in dict.fromkeys(probed) if arm in self.arms]
 
     def probe(self, arm: str) -> dict:
         encoder = self.encoder(arm, self.seeds[0])
         result_file = self.output_dir / "probe" / f"{arm}.json"
-        tokenizer_dir = self.output_dir / "asr" / f"{self.arms[0]}-s{self.seeds[0]}"  # every run trains the same one
+        tokenizer_dir = self.asr_dir(self.arms[0], self.seeds[0])  # every stage-3 run trains the same tokenizer
 
         def run():
             result_file.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +275,7 @@ class Study:
         """Retrieval before and after stage 2 (align arms) or the held-out masked accuracy (continued)."""
         if ARMS[arm].kind == "baseline":
             return {}
-        metrics = read_json(self.output_dir / "stage2" / f"{arm}-s{self.stage2_seed(self.seeds[0])}" / "metrics.json")
+        metrics = read_json(self.stage2_dir(arm, self.stage2_seed(self.seeds[0])) / "metrics.json")
         keys = ("recall_before", "recall_after", "eval_metrics", "train_seconds", "global_step")
         return {key: metrics[key] for key in keys if key in metrics}
 
@@ -320,7 +330,9 @@ def study_report(results: dict) -> str:
              f"Stage 3 at fraction {results['fraction']} with seeds {results['seeds']} per arm (stage 2: "
              f"{'one run per seed' if results['stage2_seeds'] == 'each' else 'one run per arm, seed 0'}). CER in %, "
              f"mean ± sd over seeds. Machine: {machine['cpu_model']}, capability {machine['cpu_capability']}, "
-             f"precision {machine['precision']}. Wall time {results['wall_seconds'] / 60:.1f} min.", "",
+             f"precision {machine['precision']}. Wall time of this call {results['wall_seconds'] / 60:.1f} min; the "
+             f"study's runs took {sum(results['timings_seconds'].values()) / 60:.1f} min of stage time in all (with "
+             "--jobs 2, two at a time).", "",
              "Differences are arm − reference in CER points with a 95 % hierarchical-bootstrap interval (seeds, then "
              "utterances): negative means the arm makes fewer errors; **bold** when the interval excludes 0. The arm "
              "to adopt is chosen on dev_ood; test and test_ood are read beside it, never used to choose.", "",
