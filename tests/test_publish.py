@@ -32,6 +32,7 @@ from avalign.modeling import (
 from avalign.spaces import app
 from avalign.training import publish
 from avalign.training.evaluation import asr_error_rates
+from avalign.training.precision import choose_precision
 
 NAMESPACE = "someone"
 LANGUAGES = ("hi", "en")
@@ -52,8 +53,10 @@ MODEL_CLASSES = {"pretrain": FastConformerForMaskedTokenPrediction, "align": Fas
 
 # ----------------------------------------------------------------------------------------- a tiny finished run
 def training_metrics(**extra) -> dict:
+    precision = {f"precision_{key}": value for key, value in choose_precision("auto", "cpu").to_dict().items()}
     return {"global_step": 3, "epochs": 1.5, "train_seconds": 2.0, "audio_seconds": 36.0, "skipped_nonfinite": 0,
-            "skipped_rows": {}, "last_loss": 2.5, "data_skips": {"too_short": 1}, **extra}  # fmt: skip
+            "skipped_rows": {}, "last_loss": 2.5, "data_skips": {"too_short": 1}, "hyperparameters": precision,
+            **extra}  # fmt: skip
 
 
 def scores(rng) -> dict:

@@ -175,6 +175,7 @@ class StageTrainer:
         self.precision = choose_precision(args.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         logger.info("%s: mixed precision: %s (%s; CPU %s)", stage_name, self.precision.precision,
                     self.precision.reason, self.precision.cpu_model)  # fmt: skip
+        _forget_other_precision(self.precision.accelerate_name)
         self.accelerator = Accelerator(
             cpu=not _has_accelerator_device(),  # so that CPU-only multi-process launches use gloo
             mixed_precision=self.precision.accelerate_name,
@@ -374,6 +375,17 @@ class StageTrainer:
             metrics = {**(metrics or {}), "hyperparameters": _loggable(self.hyperparameters)}
             (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         accelerator.end_training()  # closes the trackers (and, with several processes, the process group)
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """One process may run several stages (the pipeline, the tests), and accelerate keeps one state per process: in a
+    single-process run, a stage whose precision differs from the previous stage's starts from a fresh state."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if not AcceleratorState._shared_state or PartialState().num_processes > 1:
+        return
+    if str(AcceleratorState().mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _has_accelerator_device() -> bool:
