@@ -122,15 +122,7 @@ class Pipeline:
         if self.launcher:
             subprocess.run([*self.launcher, STAGE_SCRIPTS[script].__file__, *argv], check=True)
         else:
-            STAGE_SCRIPTS[script].main(argv)
-            _reset_accelerate()
-
-
-def _reset_accelerate() -> None:
-    """Stages share this process: forget the previous stage's Accelerator state."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+            STAGE_SCRIPTS[script].main(argv)  # each stage's trainer starts from a fresh accelerate state
 
 
 def fraction_dir(system: str, fraction: float, targets: str = "native") -> str:

@@ -175,7 +175,7 @@ class StageTrainer:
         self.precision = choose_precision(args.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         logger.info("%s: mixed precision: %s (%s; CPU %s)", stage_name, self.precision.precision,
                     self.precision.reason, self.precision.cpu_model)  # fmt: skip
-        _forget_other_precision(self.precision.accelerate_name)
+        _fresh_accelerator_state()
         self.accelerator = Accelerator(
             cpu=not _has_accelerator_device(),  # so that CPU-only multi-process launches use gloo
             mixed_precision=self.precision.accelerate_name,
@@ -377,14 +377,12 @@ class StageTrainer:
         accelerator.end_training()  # closes the trackers (and, with several processes, the process group)
 
 
-def _forget_other_precision(mixed_precision: str) -> None:
+def _fresh_accelerator_state() -> None:
     """One process may run several stages (the pipeline, the tests), and accelerate keeps one state per process: in a
-    single-process run, a stage whose precision differs from the previous stage's starts from a fresh state."""
+    single-process run every stage starts from a fresh one, so that its precision is its own."""
     from accelerate.state import AcceleratorState, PartialState
 
-    if not AcceleratorState._shared_state or PartialState().num_processes > 1:
-        return
-    if str(AcceleratorState().mixed_precision) != mixed_precision:
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
