@@ -20,6 +20,8 @@ from .modeling_fastconformer import (
     spec_augment,
     stack_frames,
 )
+from .configuration_speech_llm import SpeechLLMConfig
+from .modeling_speech_llm import SpeechLLMForConditionalGeneration, load_llm
 from .pipeline_fastconformer import FastConformerASRPipeline, word_spans
 from .tdt_loss import fused_joint_tdt_loss, tdt_loss
 from .tokenization_fastconformer import train_tokenizer, uncovered_characters
@@ -39,6 +41,9 @@ def _register_auto_classes() -> None:
         # save_pretrained then ships the modeling files as remote code and writes `auto_map`
         config_class.register_for_auto_class()
         model_class.register_for_auto_class("AutoModel")
+    # the unified model loads its base LLM and LoRA adapter itself (peft): registered, not shipped as remote code
+    AutoConfig.register(SpeechLLMConfig.model_type, SpeechLLMConfig, exist_ok=True)
+    AutoModel.register(SpeechLLMConfig, SpeechLLMForConditionalGeneration, exist_ok=True)
     AutoModelForCTC.register(FastConformerCTCTDTConfig, FastConformerForCTCTDT, exist_ok=True)
     AutoModelForPreTraining.register(
         FastConformerMaskedTokenPredictionConfig, FastConformerForMaskedTokenPrediction, exist_ok=True
@@ -59,11 +64,14 @@ __all__ = [
     "FastConformerForMaskedTokenPrediction",
     "FastConformerMaskedTokenPredictionConfig",
     "FastConformerModel",
+    "SpeechLLMConfig",
+    "SpeechLLMForConditionalGeneration",
     "TranscriptionOutput",
     "ctc_greedy_decode",
     "spec_augment",
     "fused_joint_tdt_loss",
     "load_encoder",
+    "load_llm",
     "tdt_loss",
     "train_tokenizer",
     "uncovered_characters",

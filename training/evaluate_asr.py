@@ -23,7 +23,7 @@ Text normalisation and statistics: see training/evaluation/metrics.py.
 import argparse
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -74,7 +74,27 @@ def transcribe_dataset(
     max_seconds_per_batch: float = 120.0,
     skip_report: SkipReport | None = None,
 ) -> list[dict]:
-    """Greedy transcripts of every row whose audio decodes, in duration-bucketed batches.
+    """Greedy transcripts of a stage-3 model (`transcribe_batches` with its TDT or CTC decoding)."""
+
+    def transcribe(batch: dict) -> list[str]:
+        device = model.device
+        output = model.transcribe(batch["input_features"].to(device), batch["attention_mask"].to(device), decoding)
+        return tokenizer.batch_decode(output.sequences, group_tokens=False, skip_special_tokens=True)
+
+    model.eval()
+    return transcribe_batches(transcribe, feature_extractor, dataset, max_seconds_per_batch, skip_report)
+
+
+@torch.no_grad()
+def transcribe_batches(
+    transcribe: Callable[[dict], list[str]],
+    feature_extractor,
+    dataset: Dataset,
+    max_seconds_per_batch: float = 120.0,
+    skip_report: SkipReport | None = None,
+) -> list[dict]:
+    """`transcribe(batch) -> texts` over every row whose audio decodes, in duration-bucketed batches (a batch:
+    `SpeechCollator`'s, with `input_features`, `attention_mask`, `language` ...).
 
     -> [{"utterance_id", "language", "reference", "hypothesis", "duration"}] in dataset order. Rows whose audio
     fails to decode are left out, counted in `skip_report` (when given) and logged.
@@ -86,17 +106,12 @@ def transcribe_dataset(
     # one bucket, unshuffled: the rows sorted by duration and packed greedily, so padding stays small
     sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, num_buckets=1, shuffle=False)
     hypotheses = {}
-    model.eval()
     for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collator):
         if batch is None:  # every row of the batch was skipped
             continue
-        output = model.transcribe(
-            batch["input_features"].to(model.device), batch["attention_mask"].to(model.device), decoding=decoding
-        )
-        texts = tokenizer.batch_decode(output.sequences, group_tokens=False, skip_special_tokens=True)
-        hypotheses.update(zip(batch["utterance_id"], texts))
+        hypotheses.update(zip(batch["utterance_id"], transcribe(batch)))
     if collator.skip_report.num_skipped:
-        logger.warning("transcribe_dataset: %s", collator.skip_report.summary())
+        logger.warning("transcribe_batches: %s", collator.skip_report.summary())
     rows = dataset.remove_columns("audio")
     return [
         {"utterance_id": row["utterance_id"], "language": row["language"], "reference": row["transcript"],

@@ -1,0 +1,64 @@
+"""Configuration of Zero-AVSR's unified model: a frozen FastConformer romanizer's frames, through a projector,
+straight into a causal LM (LoRA) that writes the native script."""
+
+from huggingface_hub.dataclasses import strict
+
+from .configuration_fastconformer import _FastConformerHeadConfig
+
+PROJECTOR_TYPES = ("stack", "conv")
+PROJECTOR_ACTIVATIONS = ("gelu", "relu", "identity")
+
+
+@strict
+class SpeechLLMConfig(_FastConformerHeadConfig):
+    r"""The romanizer encoder (`encoder_config`, frozen), the projector, and the base LLM with its LoRA adapter.
+
+    llm_name_or_path (`str`): the base causal LM: a Hub id, an absolute path, or a path relative to the model folder
+        (`save_pretrained(..., include_llm=True)` writes it to `llm/`). Only the LoRA adapter is saved otherwise.
+    llm_hidden_size (`int`): the LLM's embedding width (the projector's output).
+    romanizer (`str`): the roman-target stage-3 folder the encoder came from (provenance).
+    projector_type (`str`, defaults to `"stack"`): `"stack"` concatenates `projector_stride` frames (SLAM-LLM);
+        `"conv"` is a strided Conv1d over them (Zero-AVSR: kernel = stride = 2).
+    projector_stride (`int`, defaults to 2): encoder frames per LLM position (25 Hz -> 12.5 Hz for 2).
+    projector_hidden_size (`int`, defaults to 512): the MLP's hidden width.
+    projector_activation (`str`, defaults to `"gelu"`): between the MLP's two layers (`"identity"`: Zero-AVSR's).
+    lora_rank, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (peft) on the LLM.
+    load_in_4bit (`bool`, defaults to False): load the base LLM in 4-bit NF4 (QLoRA; needs bitsandbytes and a GPU).
+    max_new_tokens (`int`, defaults to 100): the bound of `generate` (Zero-AVSR's).
+    instruction (`str`): the task, with `{language}` and `{script}` filled per row (the language is given).
+    languages (`dict`): {code: {"name": "Hindi", "script": "Devanagari"}}, the languages a prompt may name.
+    """
+
+    model_type = "avalign_speech_llm"
+    llm_name_or_path: str = ""
+    llm_hidden_size: int = 0
+    romanizer: str = ""
+    projector_type: str = "stack"
+    projector_stride: int = 2
+    projector_hidden_size: int = 512
+    projector_activation: str = "gelu"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    load_in_4bit: bool = False
+    max_new_tokens: int = 100
+    instruction: str = "Write the {language} in its original {script} script."
+    languages: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        self.lora_target_modules = list(self.lora_target_modules)
+        self.languages = dict(self.languages or {})
+        super().__post_init__(**kwargs)
+
+    def validate_head(self):
+        if self.projector_type not in PROJECTOR_TYPES:
+            raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {self.projector_type!r}")
+        if self.projector_activation not in PROJECTOR_ACTIVATIONS:
+            raise ValueError(f"projector_activation must be one of {PROJECTOR_ACTIVATIONS}, "
+                             f"got {self.projector_activation!r}")  # fmt: skip
+        if min(self.projector_stride, self.projector_hidden_size, self.max_new_tokens) < 1 or self.lora_rank < 0:
+            raise ValueError("projector_stride, projector_hidden_size and max_new_tokens must be >= 1, lora_rank >= 0")
+
+
+__all__ = ["SpeechLLMConfig"]

@@ -1,0 +1,295 @@
+"""Zero-AVSR's unified model: speech straight into a causal LM that writes the native script.
+
+    romanizer encoder (frozen, a roman-target stage-3 model's) -> projector (frame stacking or a strided conv, MLP)
+        -> any `AutoModelForCausalLM`, LoRA through peft -> native-script text
+
+Each row of a batch is one prompt, `[prompt prefix] + [speech embeddings] + [prompt suffix] + [target + EOS]`, with
+the loss on the target only. The prompt names the language (given, not predicted) and goes through the LLM
+tokenizer's chat template where it has one. The speech slot can hold the tokens of a Roman-script text instead
+(Zero-AVSR's second task: Roman text -> native script, which is how a language whose speech is never heard is
+learnt). Rows are left-padded, so that training and generation assemble inputs alike.
+
+    model = SpeechLLMForConditionalGeneration.from_romanizer("runs/demo/asr/zeroshot-bn-aligned", "Qwen/Qwen3-0.6B")
+    model.generate(audio=[samples], languages=["bn"])            # -> ["native-script text"]
+    model.save_pretrained("out")                                 # encoder + projector, LoRA adapter, names the LLM
+    SpeechLLMForConditionalGeneration.from_pretrained("out")     # resolves the base LLM by id or path
+
+Shapes: B batch, T feature frames (10 ms), T' encoder frames, N LLM positions of speech (T' / stride), D encoder
+width, H LLM width, L assembled sequence length.
+"""
+
+import copy
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_speech_llm import SpeechLLMConfig
+from .loading import load_encoder
+from .modeling_fastconformer import FastConformerModel, stack_frames
+
+SPEECH_SLOT = "<|speech|>"  # where the speech embeddings (or a Roman text's tokens) go in the prompt
+WEIGHTS_FILE, ADAPTER_FOLDER, LLM_FOLDER = "model.safetensors", "adapter", "llm"
+TRAINED_PREFIXES = ("encoder.", "projector.")  # what model.safetensors holds; the LLM's own weights are never copied
+IGNORE_INDEX = -100
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
+
+
+class SpeechProjector(nn.Module):
+    """(B, T', D) encoder frames -> (B, N, H) LLM input embeddings, N = ceil(T' / stride)."""
+
+    def __init__(self, config: SpeechLLMConfig):
+        super().__init__()
+        width, stride = config.encoder_config.hidden_size, config.projector_stride
+        self.stride, self.type = stride, config.projector_type
+        self.conv = nn.Conv1d(width, width, kernel_size=stride, stride=stride) if self.type == "conv" else None
+        self.mlp = nn.Sequential(
+            nn.Linear(width if self.conv else width * stride, config.projector_hidden_size),
+            ACTIVATIONS[config.projector_activation](),
+            nn.Linear(config.projector_hidden_size, config.llm_hidden_size),
+        )
+
+    def output_lengths(self, encoder_lengths: torch.Tensor) -> torch.Tensor:
+        return (encoder_lengths + self.stride - 1) // self.stride
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        num_positions = -(-frames.shape[1] // self.stride)
+        if self.conv is None:
+            return self.mlp(stack_frames(frames, self.stride, num_positions))  # (B, N, stride * D) -> (B, N, H)
+        padded = nn.functional.pad(frames, (0, 0, 0, num_positions * self.stride - frames.shape[1]))
+        return self.mlp(self.conv(padded.transpose(1, 2)).transpose(1, 2))  # (B, N, D) -> (B, N, H)
+
+
+def load_llm(name_or_path: str | Path, load_in_4bit: bool = False):
+    """(causal LM, tokenizer) by Hub id or path, with a clear error when it cannot be loaded; 4-bit NF4 (QLoRA)
+    only where bitsandbytes and a CUDA GPU exist."""
+    quantization = {}
+    if load_in_4bit:
+        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("load_in_4bit needs a CUDA GPU and bitsandbytes; load the LLM unquantized here")
+        from transformers import BitsAndBytesConfig
+
+        quantization = {"quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)}  # fmt: skip
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        llm = AutoModelForCausalLM.from_pretrained(name_or_path, **quantization)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"the base LLM {str(name_or_path)!r} cannot be loaded as a causal LM: {error}") from error
+    if tokenizer.pad_token_id is None:  # rows are left-padded and masked: any id will do
+        tokenizer.pad_token = tokenizer.eos_token
+    return llm, tokenizer
+
+
+def with_lora(llm, config: SpeechLLMConfig):
+    """The LLM with a fresh LoRA adapter (rank 0: the LLM stays frozen and only the projector trains)."""
+    if not config.lora_rank:
+        return llm.requires_grad_(False)
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.load_in_4bit:
+        llm = prepare_model_for_kbit_training(llm)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_target_modules, task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(llm, lora)
+
+
+class SpeechLLMForConditionalGeneration(PreTrainedModel):
+    """The frozen romanizer encoder, the projector and a causal LM (with LoRA): speech (or Roman text) in a prompt
+    naming its language -> that language's native script."""
+
+    config: SpeechLLMConfig
+    config_class = SpeechLLMConfig
+    main_input_name = "input_features"
+
+    def __init__(self, config: SpeechLLMConfig, llm=None, tokenizer=None, feature_extractor=None):
+        super().__init__(config)
+        self.encoder = FastConformerModel(config.encoder_config).requires_grad_(False)
+        self.projector = SpeechProjector(config)
+        self.post_init()
+        self.llm, self.tokenizer, self.feature_extractor = llm, tokenizer, feature_extractor  # after post_init:
+        # the LLM keeps its own weights
+
+    # -------------------------------------------------------------------------------------------- building, loading
+    @classmethod
+    def from_romanizer(cls, romanizer: str | Path, llm_name_or_path: str | Path, languages: dict, **options):
+        """A new model: the encoder of a roman-target stage-3 folder, a fresh projector, the LLM with a fresh LoRA.
+
+        languages: {code: {"name": "Hindi", "script": "Devanagari"}}, the languages prompts may name."""
+        romanizer_config = AutoConfig.from_pretrained(romanizer)
+        if getattr(romanizer_config, "targets", None) != "roman":
+            raise ValueError(f"{romanizer} is not a roman-target stage-3 model (targets="
+                             f"{getattr(romanizer_config, 'targets', None)!r}); train one with --targets roman")  # fmt: skip
+        encoder, _ = load_encoder(romanizer)
+        llm, tokenizer = load_llm(llm_name_or_path, options.get("load_in_4bit", False))
+        config = SpeechLLMConfig(encoder_config=encoder.config.to_dict(), llm_name_or_path=str(llm_name_or_path),
+                                 llm_hidden_size=llm.config.hidden_size, romanizer=str(romanizer),
+                                 languages=languages, **options)  # fmt: skip
+        model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer))
+        model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, llm_name_or_path=None, load_in_4bit=None,
+                        config=None, **kwargs):  # fmt: skip
+        """A saved model (folder or Hub id); the base LLM is `llm_name_or_path` if given, else the one the config
+        names (a path relative to the folder, `llm/`, when it was saved with the model)."""
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(pretrained_model_name_or_path)))
+        config = config if isinstance(config, SpeechLLMConfig) else SpeechLLMConfig.from_pretrained(folder)
+        if load_in_4bit is not None:
+            config.load_in_4bit = load_in_4bit
+        base = Path(llm_name_or_path or config.llm_name_or_path)
+        llm, _ = load_llm(folder / base if (folder / base).is_dir() else base, config.load_in_4bit)
+        if config.lora_rank:
+            from peft import PeftModel
+
+            llm = PeftModel.from_pretrained(llm, folder / ADAPTER_FOLDER)
+        else:
+            llm.requires_grad_(False)
+        model = cls(config, llm, AutoTokenizer.from_pretrained(folder), AutoFeatureExtractor.from_pretrained(folder))
+        missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=False)
+        missing = [key for key in missing if key.startswith(TRAINED_PREFIXES)]
+        if missing or unexpected:
+            raise ValueError(f"{folder / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model.eval()
+
+    def save_pretrained(self, save_directory, include_llm: bool = False, **kwargs) -> None:
+        """config.json, model.safetensors (encoder + projector), adapter/ (LoRA), the LLM tokenizer and the feature
+        extractor. The base LLM is named, not copied, unless `include_llm` (then its files go to llm/)."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = copy.deepcopy(self.config)
+        if include_llm:
+            source = Path(self.config.llm_name_or_path)
+            if not source.is_dir():
+                from huggingface_hub import snapshot_download
+
+                source = Path(snapshot_download(self.config.llm_name_or_path))
+            if source.resolve() != (folder / LLM_FOLDER).resolve():
+                shutil.copytree(source, folder / LLM_FOLDER, dirs_exist_ok=True)
+            config.llm_name_or_path = LLM_FOLDER
+        config.save_pretrained(folder)
+        weights = {key: value.detach().contiguous().cpu() for key, value in self.state_dict().items()
+                   if key.startswith(TRAINED_PREFIXES)}  # fmt: skip
+        save_file(weights, folder / WEIGHTS_FILE)
+        if self.config.lora_rank:
+            self.llm.save_pretrained(folder / ADAPTER_FOLDER)
+        self.tokenizer.save_pretrained(folder)
+        self.feature_extractor.save_pretrained(folder)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: no dropout, no SpecAugment
+        return self
+
+    # -------------------------------------------------------------------------------------------- prompts
+    def prompt_pieces(self, language: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the speech slot of `language`'s prompt."""
+        if language not in self.config.languages:
+            raise ValueError(f"language {language!r} is not among the model's {sorted(self.config.languages)}")
+        names = self.config.languages[language]
+        instruction = self.config.instruction.format(language=names["name"], script=names["script"])
+        if self.tokenizer.chat_template:
+            messages = [{"role": "user", "content": f"{instruction}\n{SPEECH_SLOT}"}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            before, after = text.split(SPEECH_SLOT)
+            return self.token_ids(before), self.token_ids(after)
+        before = self.token_ids(f"{instruction}\n")
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return bos + before, self.token_ids(f"\n{names['name']}:\n")
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -------------------------------------------------------------------------------------------- inputs
+    def speech_embeddings(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T, mel) log-mel features -> B tensors (N_b, H): each utterance's projected frames, padding removed."""
+        with torch.no_grad():
+            encoded = self.encoder(input_features, attention_mask=attention_mask)
+        embeddings = self.projector(encoded.last_hidden_state)  # (B, N, H)
+        lengths = self.projector.output_lengths(encoded.encoder_lengths).tolist()
+        return [row[:length] for row, length in zip(embeddings, lengths)]
+
+    def text_embeddings(self, texts: list[str]) -> list[torch.Tensor]:
+        """Roman-script texts -> B tensors (n_b, H) of their token embeddings (the text task's speech slot)."""
+        table = self.llm.get_input_embeddings()
+        return [table(torch.tensor(self.token_ids(text) or [self.tokenizer.eos_token_id], device=self.device))
+                for text in texts]  # fmt: skip
+
+    def assemble(self, slots: list[torch.Tensor], languages: list[str], targets: list[str] | None = None) -> dict:
+        """Left-padded `inputs_embeds` (B, L, H), `attention_mask` (B, L), `position_ids` (B, L) and, with
+        targets, `labels` (B, L): IGNORE_INDEX everywhere but the target and its EOS."""
+        table, rows = self.llm.get_input_embeddings(), []
+        for row, (slot, language) in enumerate(zip(slots, languages)):
+            before, after = self.prompt_pieces(language)
+            target = [] if targets is None else self.token_ids(targets[row]) + [self.tokenizer.eos_token_id]
+            ids = torch.tensor(before + after + target, dtype=torch.long, device=self.device)
+            embedded = table(ids).to(slot.dtype)
+            pieces = [embedded[: len(before)], slot, embedded[len(before) :]]
+            labels = [IGNORE_INDEX] * (len(before) + len(slot) + len(after)) + target
+            rows.append((torch.cat(pieces), labels))
+        length = max(len(embeddings) for embeddings, _ in rows)
+        inputs = torch.zeros(len(rows), length, rows[0][0].shape[-1], dtype=rows[0][0].dtype, device=self.device)
+        attention_mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long, device=self.device)
+        for row, (embeddings, row_labels) in enumerate(rows):
+            start = length - len(embeddings)
+            inputs[row, start:], attention_mask[row, start:] = embeddings, 1
+            labels[row, start:] = torch.tensor(row_labels, device=self.device)
+        batch = {"inputs_embeds": inputs, "attention_mask": attention_mask,
+                 "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)}  # fmt: skip
+        return batch | ({"labels": labels} if targets is not None else {})
+
+    def slots(self, input_features=None, attention_mask=None, roman_texts=None, audio=None) -> list[torch.Tensor]:
+        """The speech slot of each row: projected speech (features, or raw 16 kHz `audio` arrays), or Roman text."""
+        if audio is not None:
+            input_features, attention_mask = self.features(audio)
+        if (input_features is None) == (roman_texts is None):
+            raise ValueError("give speech (input_features or audio) or roman_texts, exactly one of them")
+        if roman_texts is not None:
+            return self.text_embeddings(list(roman_texts))
+        return self.speech_embeddings(input_features.to(self.device), attention_mask.to(self.device))
+
+    def features(self, audio: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz mono arrays -> (B, T, mel) log-mel features and (B, T) mask, through the romanizer's extractor."""
+        arrays = [np.asarray(samples, dtype=np.float32).reshape(-1) for samples in audio]
+        empty = [row for row, samples in enumerate(arrays) if samples.size == 0]
+        if empty:
+            raise ValueError(f"empty audio: the input(s) {empty} hold no samples")
+        extracted = self.feature_extractor(arrays, sampling_rate=self.feature_extractor.sampling_rate,
+                                           return_attention_mask=True, return_tensors="pt")  # fmt: skip
+        return extracted["input_features"], extracted["attention_mask"]
+
+    # -------------------------------------------------------------------------------------------- training, decoding
+    def forward(self, input_features=None, attention_mask=None, roman_texts=None, languages=None, targets=None,
+                **kwargs) -> CausalLMOutputWithPast:  # fmt: skip
+        """The LM loss of `targets` (native-script texts) given speech or `roman_texts`, one language per row."""
+        inputs = self.assemble(self.slots(input_features, attention_mask, roman_texts), list(languages), targets)
+        return self.llm(**inputs, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_features=None, attention_mask=None, languages=None, roman_texts=None, audio=None,
+                 max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:  # fmt: skip
+        """Native-script text of each row: speech (features or 16 kHz `audio` arrays) or `roman_texts`, and its
+        language. At most `max_new_tokens` (the config's by default) tokens per row."""
+        slots = self.slots(input_features, attention_mask, roman_texts, audio)
+        inputs = self.assemble(slots, list(languages))
+        inputs.pop("position_ids")  # generate derives them from the mask, step by step
+        generated = self.llm.generate(
+            **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, num_beams=num_beams,
+            do_sample=False, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+        )  # (B, new tokens): with inputs_embeds only, a decoder-only LM returns the new tokens alone
+        return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+
+__all__ = ["SpeechLLMForConditionalGeneration", "SpeechProjector", "load_llm"]

@@ -1,0 +1,162 @@
+"""The unified model (speech -> causal LM, projector + LoRA) and its training script on the smoke corpus, with a tiny
+text-only LM: building, saving without the LLM, loading by AutoModel, bounded generation, the held-out language's
+speech never read, exact resume after SIGKILL, and the clear errors before training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from avalign.modeling import SpeechLLMForConditionalGeneration
+from avalign.training import train_asr, train_speech_llm
+from avalign.training.data import batching
+from avalign.training.roman.deromanize import corpus_pairs
+from avalign.training.text_lm import TextLMConfig, train_text_lm, train_tokenizer_for_lm
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "training" / "configs" / "speech_llm_smoke.yaml"
+TINY_LM = TextLMConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=400, max_length=96)
+LANGUAGES = {"hi": {"name": "Hindi", "script": "Devanagari"}, "en": {"name": "English", "script": "Latin"}}
+
+
+@pytest.fixture(scope="module")
+def romanizer_dir(smoke_corpus, tiny_encoder_dir, tmp_path_factory):
+    """A roman-target stage-3 model (a few steps: its quality does not matter here)."""
+    folder = tmp_path_factory.mktemp("romanizer")
+    train_asr.main(["--config", str(REPO / "training/configs/asr_smoke.yaml"), "--corpus", str(smoke_corpus),
+                    "--init_encoder", str(tiny_encoder_dir), "--output_dir", str(folder), "--targets", "roman",
+                    "--max_steps", "2", "--eval_steps", "0", "--progress", "false",
+                    "--romanization_cache", str(folder / "roman.json")])  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_lm_dir(smoke_corpus, tmp_path_factory):
+    """A tiny LlamaForCausalLM trained on the smoke corpus's sentences (text only)."""
+    from datasets import load_from_disk
+
+    folder = tmp_path_factory.mktemp("text-lm")
+    pairs = corpus_pairs(load_from_disk(str(smoke_corpus)), folder / "roman.json")
+    train_text_lm([native for _, _, native in pairs], folder, steps=20, config=TINY_LM, batch_size=16)
+    return folder
+
+
+def arguments(corpus, romanizer, llm, output_dir, *extra) -> list[str]:
+    return ["--config", str(CONFIG), "--corpus", str(corpus), "--romanizer", str(romanizer), "--llm", str(llm),
+            "--output_dir", str(output_dir), "--progress", "false", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def unified_run(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path_factory):
+    """train_speech_llm with Hindi held out; every audio decode is recorded."""
+    output_dir = tmp_path_factory.mktemp("unified")
+    decoded, load_audio = [], batching.load_audio
+
+    def recording_load_audio(*args, source=None, **kwargs):
+        decoded.append(source)
+        return load_audio(*args, source=source, **kwargs)
+
+    batching.load_audio = recording_load_audio
+    try:
+        train_speech_llm.main(arguments(smoke_corpus, romanizer_dir, text_lm_dir, output_dir, "--held_out_languages",
+                                        "hi", "--text_task_probability", "0.5", "--eval_steps", "3"))  # fmt: skip
+    finally:
+        batching.load_audio = load_audio
+    return output_dir, decoded
+
+
+def test_the_held_out_language_speech_is_never_read(unified_run):
+    output_dir, decoded = unified_run
+    assert decoded and all("-en-" in name for name in decoded), decoded[:5]
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["speech_languages"] == ["en"] and metrics["text_sentences"] > 0  # Hindi text still trains
+    assert metrics["global_step"] == 6 and [entry["step"] for entry in metrics["eval_history"]] == [3, 6]
+
+
+def test_the_saved_model_names_its_llm_and_holds_only_what_was_trained(unified_run, text_lm_dir):
+    output_dir, _ = unified_run
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["llm_name_or_path"] == str(text_lm_dir) and not (output_dir / "llm").exists()
+    assert {key.split(".")[0] for key in load_file(output_dir / "model.safetensors")} == {"encoder", "projector"}
+    assert (output_dir / "adapter" / "adapter_config.json").is_file()
+    model = AutoModel.from_pretrained(output_dir)
+    assert isinstance(model, SpeechLLMForConditionalGeneration) and not model.training
+    lora = [name for name, _ in model.llm.named_parameters() if "lora_" in name]
+    assert lora and all(not parameter.requires_grad for parameter in model.encoder.parameters())
+
+
+def test_generation_is_bounded_and_takes_audio_or_roman_text(unified_run, smoke_corpus):
+    output_dir, _ = unified_run
+    model = SpeechLLMForConditionalGeneration.from_pretrained(output_dir)
+    audio = [np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)]
+    tokens = model.tokenizer(model.generate(audio=audio, languages=["hi"], max_new_tokens=3)[0])["input_ids"]
+    assert len(tokens) <= 3
+    assert isinstance(model.generate(roman_texts=["dain or"], languages=["hi"], max_new_tokens=3)[0], str)
+    with pytest.raises(ValueError, match="empty audio"):
+        model.generate(audio=[np.zeros(0, dtype=np.float32)], languages=["hi"])
+    with pytest.raises(ValueError, match="not among the model's"):
+        model.generate(audio=audio, languages=["ta"])
+
+
+def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):
+    output_dir, _ = unified_run
+    model = SpeechLLMForConditionalGeneration.from_pretrained(output_dir)
+    model.save_pretrained(tmp_path / "with-llm", include_llm=True)
+    assert json.loads((tmp_path / "with-llm" / "config.json").read_text())["llm_name_or_path"] == "llm"
+    reloaded = SpeechLLMForConditionalGeneration.from_pretrained(tmp_path / "with-llm")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path):
+    script = [sys.executable, str(REPO / "training" / "train_speech_llm.py")]
+    steps = ["--max_steps", "8", "--save_steps", "3", "--held_out_languages", "hi", "--text_task_probability", "0.5"]
+    command = lambda folder, *extra: [*script, *arguments(smoke_corpus, romanizer_dir, text_lm_dir, folder, *steps,  # noqa: E731
+                                                          *extra)]  # fmt: skip
+    subprocess.run(command(tmp_path / "straight"), cwd=REPO, check=True, capture_output=True)
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(command(interrupted), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (interrupted / "checkpoints" / "step-00000003").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "model.safetensors").exists(), "the kill came too late to test anything"
+    resumed = subprocess.run(command(interrupted, "--resume", "true"), cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
+    for part in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        straight, again = load_file(tmp_path / "straight" / part), load_file(interrupted / part)
+        assert straight.keys() == again.keys()
+        for name in straight:
+            torch.testing.assert_close(again[name], straight[name], rtol=0, atol=0, msg=f"{part}: {name}")
+
+
+def test_bad_inputs_fail_before_training(smoke_corpus, romanizer_dir, text_lm_dir, trained_asr_dir, tmp_path):
+    run = lambda *flags, romanizer=romanizer_dir, llm=text_lm_dir: train_speech_llm.main(  # noqa: E731
+        arguments(smoke_corpus, romanizer, llm, tmp_path / "out", *flags))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="cannot be loaded as a causal LM"):
+        run(llm=tmp_path / "empty")
+    with pytest.raises(ValueError, match="is not a roman-target stage-3 model"):
+        run(romanizer=trained_asr_dir[0])
+    with pytest.raises(ValueError, match=r"language\(s\) \['ta'\] are not in"):
+        run("--held_out_languages", "ta")
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_a_tokenizer_without_the_target_script_is_refused_with_counts():
+    english_only = train_tokenizer_for_lm(["i can see one orange triangle on the left"] * 4, vocab_size=300)
+    with pytest.raises(ValueError, match=r"0 of \d+ target characters map to the unknown token .* \d+ only to byte"):
+        train_speech_llm.check_tokenizer(english_only, ["दाईं ओर दो बैंगनी घर हैं"], 0.5, "english-lm")
+    counts = train_speech_llm.check_tokenizer(english_only, ["one triangle"], 0.5, "english-lm")
+    assert counts == {"target_characters": 9, "unknown_characters": 0, "byte_split_characters": 0}

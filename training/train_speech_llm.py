@@ -1,0 +1,199 @@
+"""Zero-AVSR's unified model: train a projector and the LLM's LoRA adapter over a frozen roman-target romanizer.
+
+    accelerate launch training/train_speech_llm.py --config training/configs/speech_llm_demo.yaml \
+        --corpus runs/demo/corpus --romanizer runs/demo/asr/zeroshot-bn-aligned --llm runs/demo/text_lm \
+        --held_out_languages bn --output_dir runs/demo/unified/zeroshot-bn-aligned
+
+Two tasks, drawn per batch: speech -> native script, on the `train` speech of the seen languages, and, with
+probability `text_task_probability`, Roman text -> native script, on the sentences of every language (the held-out
+ones included) from the training-side splits. The held-out languages' speech is never read: their rows leave the
+dataset (by its `language` column alone) before any loader sees it. That is what makes their test zero-shot.
+"""
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import jiwer
+from accelerate.utils import set_seed
+from datasets import load_from_disk
+
+from avalign.modeling import SpeechLLMForConditionalGeneration
+from avalign.training.data.batching import SpeechCollator
+from avalign.training.data.splits import clean, load_splits
+from avalign.training.evaluate_asr import transcribe_batches
+from avalign.training.logs import setup_logging
+from avalign.training.roman.deromanize import SCRIPTS, corpus_pairs, unique_sentences
+from avalign.training.schema import LANGUAGE_NAMES
+from avalign.training.text_lm import character_coverage
+from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments
+
+logger = logging.getLogger("avalign")
+
+
+@dataclass
+class SpeechLLMArguments:
+    corpus: str = field(metadata={"help": "a DatasetDict folder in the common schema with transcripts"})
+    romanizer: str = field(metadata={"help": "a roman-target stage-3 folder (train_asr --targets roman)"})
+    llm: str = field(metadata={"help": "the base causal LM: a Hub id or a folder (AutoModelForCausalLM)"})
+    held_out_languages: list[str] = field(default_factory=list, metadata={
+        "help": "languages whose speech is never read (their Roman text still trains the text task)"})
+    languages: list[str] | None = field(default=None, metadata={"help": "default: every language of the corpus"})
+    train_split: str = "train"
+    eval_split: str = "dev"
+    romanization_cache: str | None = None
+    text_task_probability: float = field(default=0.3, metadata={"help": "Zero-AVSR's back_trans_prob"})
+    projector_type: str = "stack"
+    projector_stride: int = 2
+    projector_hidden_size: int = 512
+    projector_activation: str = "gelu"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    load_in_4bit: bool = False
+    max_new_tokens: int = 100
+    max_byte_fraction: float = field(default=0.5, metadata={
+        "help": "refuse a tokenizer that spells more than this fraction of the target characters with byte pieces"})
+    eval_utterances: int = field(default=48, metadata={"help": "dev utterances decoded at each evaluation"})
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.text_task_probability <= 1.0:
+            raise ValueError(f"--text_task_probability must be in [0, 1], got {self.text_task_probability}")
+
+    def model_options(self) -> dict:
+        names = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation", "lora_rank",
+                 "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens")  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
+
+class SpeechLLMCollator:
+    """Rows of the common schema -> a speech batch (`SpeechCollator`'s, with `languages` and native `targets`), or,
+    with probability `text_task_probability`, a text batch of as many (language, Roman, native) sentences drawn
+    from `text_pool`. The draw depends on the seed, the epoch and the batch's first utterance only, so a resumed run
+    draws alike."""
+
+    def __init__(self, feature_extractor, text_pool: list[tuple[str, str, str]], text_task_probability: float,
+                 seed: int = 0):  # fmt: skip
+        self.speech = SpeechCollator(feature_extractor)
+        self.skip_report = self.speech.skip_report
+        self.text_pool, self.text_task_probability, self.seed = text_pool, text_task_probability, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.speech.set_epoch(epoch)
+
+    def __call__(self, rows: list[dict]) -> dict | None:
+        draw = random.Random(f"{self.seed}/{self.speech.epoch}/{rows[0]['utterance_id']}")
+        if self.text_pool and draw.random() < self.text_task_probability:
+            picks = [self.text_pool[draw.randrange(len(self.text_pool))] for _ in rows]
+            languages, romans, natives = map(list, zip(*picks))
+            return {"task": "text", "roman_texts": romans, "languages": languages, "targets": natives}
+        batch = self.speech(rows)
+        if batch is None:
+            return None
+        return batch | {"task": "speech", "languages": batch["language"], "targets": batch["transcript"]}
+
+
+def unified_loss(model, batch):
+    inputs = {"roman_texts": batch["roman_texts"]} if batch["task"] == "text" else {
+        "input_features": batch["input_features"], "attention_mask": batch["attention_mask"]}  # fmt: skip
+    loss = model(**inputs, languages=batch["languages"], targets=batch["targets"]).loss
+    return loss, {f"{batch['task']}_loss": loss.item()}
+
+
+def dev_metrics(dataset, max_seconds_per_batch: float):
+    """Greedy native-script CER on dev speech of the seen languages (the pipeline does the real scoring)."""
+
+    def evaluate(model) -> dict:
+        records = transcribe(model, dataset, max_seconds_per_batch)
+        return {"cer": jiwer.cer([r["reference"] for r in records], [r["hypothesis"] or " " for r in records])}
+
+    return evaluate
+
+
+def transcribe(model, dataset, max_seconds_per_batch: float = 120.0, skip_report=None) -> list[dict]:
+    """The unified model's native-script transcripts of `dataset` (transcribe_batches' records)."""
+
+    def generate(batch: dict) -> list[str]:
+        return model.generate(batch["input_features"], batch["attention_mask"], languages=batch["language"])
+
+    return transcribe_batches(generate, model.feature_extractor, dataset, max_seconds_per_batch, skip_report)
+
+
+def language_names(languages) -> dict:
+    """{code: {"name", "script"}} for the prompts."""
+    unknown = sorted(set(languages) - set(SCRIPTS))
+    if unknown:
+        raise ValueError(f"no script is known for language(s) {unknown}; known: {sorted(SCRIPTS)}")
+    return {language: {"name": LANGUAGE_NAMES[language], "script": SCRIPTS[language]} for language in languages}
+
+
+def check_tokenizer(tokenizer, texts, max_byte_fraction: float, name: str) -> dict:
+    """Refuses a tokenizer that cannot write the targets: any character that maps to the unknown token, or more
+    than `max_byte_fraction` of them spelt only by byte pieces. -> the coverage counts."""
+    coverage = character_coverage(tokenizer, {character for text in texts for character in text})
+    unknown, byte_split, total = coverage["unknown"], coverage["byte_split"], coverage["characters"]
+    if unknown or len(byte_split) > max_byte_fraction * total:
+        raise ValueError(
+            f"the tokenizer of {name} cannot write the target script: {len(unknown)} of {total} target characters map "
+            f"to the unknown token (e.g. {unknown[:5]}) and {len(byte_split)} only to byte pieces (e.g. "
+            f"{byte_split[:5]}); allowed: none unknown, at most {max_byte_fraction:.0%} byte-split")  # fmt: skip
+    return {"target_characters": total, "unknown_characters": len(unknown), "byte_split_characters": len(byte_split)}
+
+
+def text_pool(args: SpeechLLMArguments, languages) -> list[tuple[str, str, str]]:
+    """(language, Roman, native) sentences of every language from the training-side splits (text only)."""
+    pairs = corpus_pairs(load_from_disk(args.corpus), args.romanization_cache)
+    sentences, counts = unique_sentences(pair for pair in pairs if pair[0] in languages)
+    logger.info("text task: %d sentences (%s)", len(sentences), counts)
+    return sentences
+
+
+def build_data(args: SpeechLLMArguments):
+    """(train speech of the seen languages, dev speech of the seen languages, the text pool, the seen languages)."""
+    corpus_languages = sorted(set(load_splits(args.corpus, [args.train_split])["language"]))
+    languages = args.languages or corpus_languages
+    missing = sorted(set(args.held_out_languages) - set(languages) | set(languages) - set(corpus_languages))
+    if missing:
+        raise ValueError(f"language(s) {missing} are not in {args.corpus} (its {args.train_split} split has "
+                         f"{corpus_languages}) or not among --languages {languages}")  # fmt: skip
+    seen = [language for language in languages if language not in args.held_out_languages]
+    if not seen:
+        raise ValueError(f"every language is held out ({args.held_out_languages}): no speech is left to train on")
+    limits = dict(min_seconds=args.min_seconds, max_seconds=args.max_seconds, require_transcript=True)
+    train, _ = clean(load_splits(args.corpus, [args.train_split], seen), "speech_llm/train", **limits)
+    dev, _ = clean(load_splits(args.corpus, [args.eval_split], seen), "speech_llm/dev", **limits)
+    dev = dev.shuffle(seed=0).select(range(min(args.eval_utterances, len(dev))))
+    return train, dev, text_pool(args, languages), languages
+
+
+def main(argv=None):
+    setup_logging()
+    args, training = parse_arguments((SpeechLLMArguments, StageArguments), argv)
+    set_seed(training.seed)  # before the projector and the adapter are initialised
+    train, dev, pool, languages = build_data(args)
+    model = SpeechLLMForConditionalGeneration.from_romanizer(
+        args.romanizer, args.llm, language_names(languages), **args.model_options())
+    coverage = check_tokenizer(model.tokenizer, [*train["transcript"], *(native for _, _, native in pool)],
+                               args.max_byte_fraction, args.llm)  # fmt: skip
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    logger.info("unified model: %d trainable parameters (projector + LoRA); %d speech rows of %s; tokenizer %s",
+                trainable, len(train), sorted(set(train["language"])), coverage)  # fmt: skip
+    trainer = StageTrainer(
+        training, model, train, SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability,
+                                                  training.seed), unified_loss,
+        evaluate=dev_metrics(dev, training.max_seconds_per_batch), stage_name="speech_llm",
+        hyperparameters=arguments_to_dict(args),
+    )  # fmt: skip
+    result = trainer.train()
+    trainer.save_final(metrics={
+        **result.to_dict(), "train_utterances": len(train), "speech_languages": sorted(set(train["language"])),
+        "text_sentences": len(pool), "trainable_parameters": trainable, **coverage,
+    })  # fmt: skip
+    return result
+
+
+if __name__ == "__main__":
+    main()
