@@ -149,7 +149,10 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         if load_in_4bit is not None:
             config.load_in_4bit = load_in_4bit
         base = Path(llm_name_or_path or config.llm_name_or_path)
-        llm, _ = load_llm(folder / base if (folder / base).is_dir() else base, config.load_in_4bit)
+        if (folder / base).is_dir():  # saved with the model (llm/): named by its full path from here on
+            base = folder / base
+        config.llm_name_or_path = str(base)
+        llm, _ = load_llm(base, config.load_in_4bit)
         if config.lora_rank:
             from peft import PeftModel
 

@@ -5,17 +5,19 @@ the pictures the speech describes.
     python spaces/app.py --model RUN_DIR --targets roman                   # its romanized-target models
     python spaces/app.py --model ASR_FOLDER_OR_HUB_ID [--baseline-model BASELINE_FOLDER_OR_HUB_ID]
                          [--align-model ALIGN_FOLDER_OR_HUB_ID --gallery GALLERY_DIR] [--examples EXAMPLES_DIR]
-                         [--deromanizer char:FOLDER | lm:MODEL_ID]
+                         [--deromanizer char:FOLDER | lm:MODEL_ID] [--unified-model UNIFIED_FOLDER_OR_HUB_ID]
 
 With a run directory the ASR model is `RUN_DIR/asr/aligned-f1.0`, the baseline `RUN_DIR/asr/baseline-f1.0` (when the
 run has one), the alignment model `RUN_DIR/align`, the gallery the test-split images of `RUN_DIR/corpus` (with their
 vision-teacher embeddings) and the examples one test clip per language; with `--targets roman` the ASR models are
 `RUN_DIR/asr/roman-aligned-f1.0` and `roman-baseline-f1.0` and the de-romanizer `RUN_DIR/deromanizer`. A model trained
 on romanized targets shows its romanized transcript and, for a chosen language, the native script from the
-de-romanizer. On the Hub the Space runs `app.py` without arguments: every option then falls back to an environment
-variable (`AVALIGN_MODEL`, `AVALIGN_BASELINE_MODEL`, `AVALIGN_ALIGN_MODEL`, `AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`,
-`AVALIGN_TARGETS`, `AVALIGN_DEROMANIZER`) and the gallery and examples to the `gallery/` and `examples/` folders next
-to this file.
+de-romanizer. A unified model (Zero-AVSR: the romanizer's frames straight into a causal LM; with a run directory,
+`RUN_DIR/unified/zeroshot-<language>-aligned` where the run has one) adds a tab that writes the native script of the
+chosen language; without one the Space has no such tab. On the Hub the Space runs `app.py` without arguments: every
+option then falls back to an environment variable (`AVALIGN_MODEL`, `AVALIGN_BASELINE_MODEL`, `AVALIGN_ALIGN_MODEL`,
+`AVALIGN_GALLERY`, `AVALIGN_EXAMPLES`, `AVALIGN_TARGETS`, `AVALIGN_DEROMANIZER`, `AVALIGN_UNIFIED_MODEL`) and the
+gallery and examples to the `gallery/` and `examples/` folders next to this file.
 
 A gallery folder holds PNGs, `gallery.json` ({"teacher": fingerprint, "images": [{"file", "caption", "image_id"}],
 "skipped": {image_id: reason}}) and `embeddings.safetensors` ({"embeddings": (N, E)} unit-norm teacher embeddings,
@@ -48,12 +50,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-from avalign.modeling import FastConformerForCTCTDT, FastConformerForImageAlignment, ctc_greedy_decode, word_spans
+from avalign.modeling import (
+    FastConformerForCTCTDT,
+    FastConformerForImageAlignment,
+    SpeechLLMForConditionalGeneration,
+    ctc_greedy_decode,
+    word_spans,
+)
 from avalign.training.corpus.lexicons import LEXICONS
 from avalign.training.data.audio import TARGET_SAMPLING_RATE, AudioError, load_audio
 from avalign.training.data.loaders import load_embedded
 from avalign.training.evaluation.asr_error_rates import error_rates
 from avalign.training.pipeline import fraction_dir
+from avalign.training.publish import unified_folder
 from avalign.training.roman.deromanize import Deromanizer, load_deromanizer
 from avalign.training.roman.romanize import romanize_text
 from avalign.training.schema import AUDIO_SUFFIXES, LANGUAGE_NAMES, LANGUAGES
@@ -380,6 +389,7 @@ class Space:
     examples: list[Example] = dataclasses.field(default_factory=list)
     workdir: object = None  # a TemporaryDirectory (gallery and examples built from a run) kept alive with the Space
     deromanizer: Deromanizer | None = None  # for a model with romanized targets
+    unified: SpeechLLMForConditionalGeneration | None = None  # speech -> LLM -> native script; None: no such tab
 
     @property
     def romanized(self) -> bool:
@@ -414,6 +424,14 @@ class Space:
         decoding = self.asr.decode(read_upload(audio))
         native = self.native_script(decoding.tdt, language)
         return decoding.tdt, decoding.ctc, describe_language(decoding.tdt, language), decoding.words, native
+
+    def transcribe_unified(self, audio: str | None, language: str) -> str:
+        """Audio file -> the native-script text the unified model writes for `language` (given, not detected)."""
+        if self.unified is None:
+            raise rejected("The unified model is off: start the Space with --unified-model (AVALIGN_UNIFIED_MODEL).")
+        if language not in self.unified.config.languages:
+            raise rejected(f"{language!r}: the unified model writes {', '.join(self.unified.config.languages)} only.")
+        return self.unified.generate(audio=[read_upload(audio)], languages=[language])[0]
 
     def compare(self, audio: str | None):
         """Audio file -> the reference transcript ("" unless the clip is a corpus example), the aligned system's TDT
@@ -474,6 +492,7 @@ def load_space(args: argparse.Namespace) -> Space:
     """Load the models (once), the gallery and the examples; in run-directory mode fill in the defaults from the run."""
     asr_path, baseline_path, deromanizer = args.model, args.baseline_model, args.deromanizer
     align_path, gallery_dir, examples, workdir = args.align_model, args.gallery, load_examples(args.examples), None
+    unified_path = args.unified_model
     if is_run_dir(args.model):
         run_dir = Path(args.model)
         asr_path = run_dir / run_model_dir("aligned", args.targets)
@@ -486,6 +505,7 @@ def load_space(args: argparse.Namespace) -> Space:
         if args.targets == "roman" and not deromanizer and (run_dir / DEROMANIZER_DEFAULT).is_dir():
             deromanizer = f"char:{run_dir / DEROMANIZER_DEFAULT}"
         align_path = align_path or run_dir / ALIGN_DEFAULT
+        unified_path = unified_path or unified_folder(run_dir)
         workdir = tempfile.TemporaryDirectory(prefix="avalign-space-")
         gallery_dir = gallery_dir or build_gallery(run_dir, Path(workdir.name) / "gallery")
         examples = examples or write_examples(run_dir, Path(workdir.name) / "examples")
@@ -494,6 +514,7 @@ def load_space(args: argparse.Namespace) -> Space:
         examples=examples,
         workdir=workdir,
         deromanizer=load_deromanizer(deromanizer) if deromanizer else None,
+        unified=SpeechLLMForConditionalGeneration.from_pretrained(unified_path) if unified_path else None,
     )
     enable_comparison(space, baseline_path)
     enable_retrieval(space, align_path, gallery_dir)
@@ -619,8 +640,28 @@ def retrieval_tab(space: Space) -> None:
     button.click(space.retrieve_images, [audio, top_k], [images, scores])
 
 
+def unified_tab(space: Space) -> None:
+    gr.Markdown(
+        "Zero-AVSR's unified model: the romanizer's frames go straight into a causal LM (LoRA) that writes the native "
+        "script of the chosen language, including one whose speech it never heard in training."
+    )
+    languages = space.unified.config.languages
+    with gr.Row():
+        with gr.Column():
+            audio = speech_input()
+            language = gr.Dropdown([(f"{names['name']} ({code})", code) for code, names in languages.items()],
+                                   value=next(iter(languages)), label="Language (given to the model)")  # fmt: skip
+            button = gr.Button("Write the native script", variant="primary")
+            reference = reference_box()
+        with gr.Column():
+            native = gr.Textbox(label="Native script (unified model)", interactive=False)
+    corpus_examples(space, audio, reference)
+    button.click(space.transcribe_unified, [audio, language], [native])
+
+
 def build_demo(args: argparse.Namespace) -> gr.Blocks:
-    """The Blocks UI over models loaded once; endpoints /transcribe, /compare and /retrieve_images."""
+    """The Blocks UI over models loaded once; endpoints /transcribe, /compare and /retrieve_images (and
+    /transcribe_unified with a unified model)."""
     space = load_space(args)
     limits = f"Clips up to {MAX_SECONDS:g} s and {MAX_FILE_BYTES / 2**20:g} MB ({', '.join(AUDIO_SUFFIXES)})."
     with gr.Blocks(title="avalign: picture-prompted speech recognition") as demo:
@@ -634,6 +675,9 @@ def build_demo(args: argparse.Namespace) -> gr.Blocks:
             compare_tab(space)
         with gr.Tab("Image retrieval"):
             retrieval_tab(space)
+        if space.unified is not None:
+            with gr.Tab("Native script (unified model)"):
+                unified_tab(space)
     return demo
 
 
@@ -653,6 +697,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with a run directory: its native-script or its romanized-target ASR model")  # fmt: skip
     parser.add_argument("--deromanizer", default=environ("AVALIGN_DEROMANIZER"),
                         help="for a romanized-target model: char:FOLDER (trained transliterator) or lm:MODEL_ID")  # fmt: skip
+    parser.add_argument("--unified-model", default=environ("AVALIGN_UNIFIED_MODEL"),
+                        help="a unified model (speech -> LLM -> native script) folder or Hub id")  # fmt: skip
     parser.add_argument("--host", default=environ("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(environ("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)

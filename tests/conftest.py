@@ -37,6 +37,28 @@ def run_without_avalign(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def kill_at_checkpoint():
+    """`kill(command, output_dir, step)`: starts a training command, SIGKILLs it once its step-`step` checkpoint is
+    written, and checks that it had not finished (else a resume would test nothing)."""
+    import signal
+    import time
+    from pathlib import Path
+
+    def kill(command: list[str], output_dir: Path, step: int = 3) -> None:
+        process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.time() + 300
+        while not (output_dir / "checkpoints" / f"step-{step:08d}").exists():
+            assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert not (output_dir / "model.safetensors").exists(), "the kill came too late to test anything"
+
+    return kill
+
+
+@pytest.fixture(scope="session")
 def smoke_corpus(tmp_path_factory):
     """The `smoke` preset of the embedded corpus in two languages (Hindi and English), written once."""
     from avalign.training.corpus.synth import write_corpus
@@ -118,3 +140,39 @@ def half_right(ids: list[int], target: list[int]) -> bool:
     from collections import Counter
 
     return 2 * (Counter(ids) & Counter(target)).total() >= len(target) and len(ids) <= 2 * len(target)
+
+
+@pytest.fixture(scope="session")
+def unified_model_dir(tmp_path_factory):
+    """A tiny unified model folder (Zero-AVSR's speech -> LLM -> native script) for Hindi, untrained: a random
+    roman-target stage-3 romanizer, a text LM trained for 5 steps, a fresh projector and LoRA adapter.
+    Returns (folder, the base LLM folder it names)."""
+    import torch
+    from transformers import ParakeetFeatureExtractor
+    from transformers.models.parakeet import ParakeetProcessor
+
+    from avalign.modeling import (
+        FastConformerConfig,
+        FastConformerCTCTDTConfig,
+        FastConformerForCTCTDT,
+        SpeechLLMForConditionalGeneration,
+        train_tokenizer,
+    )
+    from avalign.training.text_lm import TextLMConfig, train_text_lm
+
+    torch.manual_seed(0)
+    romanizer, lm, folder = (tmp_path_factory.mktemp(name) for name in ("romanizer", "text-lm", "unified"))
+    roman = ["ek laal gend", "do neele ghar", "teen hare ped", "char peele phool"]
+    tokenizer = train_tokenizer(roman, vocab_size=300, shrink_to_fit=True)
+    config = FastConformerCTCTDTConfig(encoder_config=FastConformerConfig.from_preset("tiny").to_dict(),
+                                       vocab_size=len(tokenizer), decoder_hidden_size=32, targets="roman")  # fmt: skip
+    FastConformerForCTCTDT(config).save_pretrained(romanizer)
+    ParakeetProcessor(ParakeetFeatureExtractor(), tokenizer).save_pretrained(romanizer)
+    train_text_lm(["एक लाल गेंद", "दो नीले घर", "तीन हरे पेड़", "चार पीले फूल"], lm, steps=5,
+                  config=TextLMConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=300))
+    model = SpeechLLMForConditionalGeneration.from_romanizer(
+        romanizer, lm, {"hi": {"name": "Hindi", "script": "Devanagari"}}, lora_rank=4, projector_hidden_size=16,
+        max_new_tokens=8,
+    )  # fmt: skip
+    model.save_pretrained(folder)
+    return folder, lm

@@ -106,15 +106,25 @@ def test_roman_targets_run_zero_shot_beside_the_native_report(roman_run):
     assert results["timings_seconds"]["pretrain"] == native["timings_seconds"]["pretrain"]  # shared, not rerun
     assert (output_dir / "asr/roman-aligned-f1.0/model.safetensors").is_file() and (output_dir / "deromanizer").is_dir()
     assert set(results["zero_shot"]) == {"hi", "en"}
+    views = ("roman", "cascade_char", "cascade_lm", "unified")
     for language, entry in results["zero_shot"].items():
-        for script in ("roman", "native"):
-            assert set(entry[script]) == {"aligned", "baseline"} and entry[script]["aligned"]["cer"] >= 0
-            assert entry[f"{script}_comparison"]["ci_low"] <= entry[f"{script}_comparison"]["ci_high"]
+        for view in views:  # every figure with its interval
+            assert set(entry[view]) == {"aligned", "baseline"} and entry[view]["aligned"]["cer"] >= 0
+            assert entry[view]["baseline"]["ci_low"] <= entry[view]["baseline"]["cer"] <= entry[view]["baseline"]["ci_high"]
+            assert entry[f"{view}_comparison"]["ci_low"] <= entry[f"{view}_comparison"]["ci_high"]
+        assert set(entry["unified_vs_cascade"]["aligned"]) == {"cascade_char", "cascade_lm"}
+        seen = entry["seen"]["aligned"]  # against the native run's stage-3 model, on the other language
+        assert seen["languages"] == [other for other in ("en", "hi") if other != language]
+        assert seen["comparison"]["native_stage3"] == seen["native_stage3"]["cer"]
         example = entry["examples"][0]
         assert example["utterance_id"].startswith(f"test-{language}-") and example["reference_roman"].isascii()
-        assert set(example) >= {"aligned_roman", "baseline_roman", "aligned_native", "baseline_native"}
+        assert {f"{system}_{view}" for system in ("aligned", "baseline") for view in views} <= set(example)
     hindi = results["zero_shot"]["hi"]["examples"][0]
-    assert not hindi["reference_native"].isascii()  # Devanagari, written back by the de-romanizer for the systems
+    assert not hindi["reference_unified"].isascii()  # Devanagari, the target of the cascades and the unified model
+    assert results["text_lm"]["counts"]["train"] > 0 and (output_dir / "text_lm" / "tokenizer.json").is_file()
+    assert results["unified_training"]["zeroshot-hi-aligned"]["speech_languages"] == ["en"]
+    assert "unified/zeroshot-hi-aligned" in results["timings_seconds"] and "text_lm" in results["timings_seconds"]
     report = (output_dir / "report-roman.md").read_text()
-    assert "## Zero-shot languages" in report and f"| hi | {hindi['utterance_id']} | native | " in report
+    assert "## Zero-shot languages" in report and f"| hi | {hindi['utterance_id']} | unified | " in report
+    assert "the unified model is" in report and "| unified − stage 3 |" in report
     assert "](plots/per_language-roman.png)" in report and (output_dir / "plots/per_language-roman.png").is_file()

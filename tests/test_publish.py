@@ -27,6 +27,7 @@ from avalign.modeling import (
     FastConformerForImageAlignment,
     FastConformerForMaskedTokenPrediction,
     FastConformerMaskedTokenPredictionConfig,
+    SpeechLLMForConditionalGeneration,
     train_tokenizer,
 )
 from avalign.spaces import app
@@ -101,8 +102,9 @@ def save_stage(model, folder: Path, metrics: dict, tokenizer=None) -> None:
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory, smoke_corpus):
-    """corpus, pretrain, align, asr/{aligned-f0.25, aligned-f1.0, baseline-f1.0}, plots and results.json; tiny, untrained."""
+def run_dir(tmp_path_factory, smoke_corpus, unified_model_dir):
+    """corpus, pretrain, align, asr/{aligned-f0.25, aligned-f1.0, baseline-f1.0}, unified/zeroshot-hi-aligned, plots,
+    results.json and results-roman.json; tiny, untrained."""
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("run")
     shutil.copytree(smoke_corpus, run / "corpus")
@@ -126,15 +128,27 @@ def run_dir(tmp_path_factory, smoke_corpus):
     PIL.Image.new("RGB", (8, 8), "white").save(run / "plots" / "per_language.png")
     PIL.Image.new("RGB", (8, 8), "white").save(run / "plots" / "per_language-roman.png")  # of report-roman.md
     (run / "results.json").write_text(json.dumps(fake_results(np.random.default_rng(0))))
+    unified = Path(shutil.copytree(unified_model_dir[0], run / "unified" / "zeroshot-hi-aligned"))
+    (unified / "metrics.json").write_text(json.dumps(training_metrics(trainable_parameters=1234, speech_languages=["en"])))
     (run / "results-roman.json").write_text(json.dumps({"zero_shot": fake_zero_shot(np.random.default_rng(1))}))
     return run
 
 
+ZERO_SHOT_VIEWS = ("roman", "cascade_char", "cascade_lm", "unified")  # romanized output, then the native script
+
+
 def fake_zero_shot(rng) -> dict:
-    """results-roman.json's zero_shot section: per held-out language, CER of each system in both scripts."""
-    cer = lambda: {"cer": float(rng.uniform(0.2, 0.9)), "wer": float(rng.uniform(0.5, 1.0))}  # noqa: E731
-    return {language: {"roman": {system: cer() for system in SYSTEMS}, "native": {system: cer() for system in SYSTEMS},
-                       "roman_comparison": comparison_entry(rng), "native_comparison": comparison_entry(rng)}
+    """results-roman.json's zero_shot section: per held-out language, the CER of each system in each output, aligned
+    vs baseline per output, and the unified model against each cascade."""
+    def cer():
+        value = float(rng.uniform(0.2, 0.9))
+        return {"cer": value, "wer": float(rng.uniform(0.5, 1.0)), "ci_low": value - 0.05, "ci_high": value + 0.05,
+                "distinct_hypotheses": 3, "distinct_references": 4}  # fmt: skip
+
+    return {language: {**{view: {system: cer() for system in SYSTEMS} for view in ZERO_SHOT_VIEWS},
+                       **{f"{view}_comparison": comparison_entry(rng) for view in ZERO_SHOT_VIEWS},
+                       "unified_vs_cascade": {system: {cascade: comparison_entry(rng) for cascade in ZERO_SHOT_VIEWS[1:3]}
+                                              for system in SYSTEMS}}
             for language in LANGUAGES}  # fmt: skip
 
 
@@ -156,7 +170,7 @@ def published(run_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "build_gallery", fake_build_gallery)
         folders = publish.publish_all(run_dir, NAMESPACE, dry_run=True, output_dir=output_dir)
-    names = ("corpus", "pretrain", "align", "asr", "asr-baseline", "metric", "space")
+    names = ("corpus", "pretrain", "align", "asr", "asr-baseline", "unified", "metric", "space")
     assert folders == {name: output_dir / name for name in names}
     return folders
 
@@ -189,24 +203,42 @@ def test_cards_link_the_neighbouring_stages_and_show_the_metrics(published):
     asr = cards["asr"].text
     assert "### test_ood (out-of-domain) · CTC decoding" in asr and "![per_language.png](plots/per_language.png)" in asr
     assert "-roman.png" not in asr and "### Zero-shot languages: romanized output and native script" in asr
-    assert all(f"| {language} | roman |" in asr and f"| {language} | native |" in asr for language in LANGUAGES)
+    assert all(f"| {language} | roman |" in asr and f"| {language} | unified |" in asr for language in LANGUAGES)
     for card in cards.values():
         assert card.data.datasets == [f"{NAMESPACE}/avalign-corpus"] and card.data.language == list(LANGUAGES)
         assert "{{" not in card.text and "trust_remote_code=True" in card.text
         assert re.search(r"Precision: (bf16|fp32) on .* \(CPU capability \w+; auto: ", card.text)  # issue 18
 
 
-@pytest.mark.parametrize("stage", publish.STAGES)
+@pytest.mark.parametrize("stage", [*publish.STAGES, "unified"])
 def test_the_code_in_each_card_runs(published, stage, tmp_path, monkeypatch):
-    """Every ```python block of the card, with the repo id pointing at the local folder."""
+    """Every ```python block of the card, with the repo id pointing at the local folder (and the unified card's other
+    base LLM at the one it ships)."""
     monkeypatch.chdir(tmp_path)
     samples = check_inputs()[0][0]
     sf.write("clip.wav", samples, 16000)
     card = (published[stage] / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
     assert len(blocks) == (4 if stage == "asr" else 2)
+    names = {"audio_16khz": samples, "base_llm": str(published[stage] / "llm")}
     for block in blocks:
-        exec(block.replace(f'"{NAMESPACE}/{publish.REPO_NAMES[stage]}"', f'"{published[stage]}"'), {"audio_16khz": samples})
+        exec(block.replace(f'"{NAMESPACE}/{publish.REPO_NAMES[stage]}"', f'"{published[stage]}"'), names)
+
+
+def test_unified_card_names_the_base_llm_and_shows_the_zero_shot_table(published, unified_model_dir):
+    folder, base_llm = published["unified"], unified_model_dir[1]
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.language == ["hi"] and card.data.datasets == [f"{NAMESPACE}/avalign-corpus"]
+    assert f"`LlamaForCausalLM` from `{base_llm}`" in card.text and "include_llm=True" in card.text
+    assert "LoRA of rank 4, alpha 32" in card.text and "1,234 trainable parameters" in card.text
+    assert "### Zero-shot languages" in card.text and "| hi | aligned |" in card.text and "{{" not in card.text
+    assert "llm_name_or_path=" in card.text and "--targets roman" in card.text
+    assert {"model.safetensors", "adapter/adapter_config.json", "llm/config.json", "llm/model.safetensors",
+            "preprocessor_config.json", "tokenizer.json"} <= relative_files(folder)  # fmt: skip
+    assert json.loads((folder / "config.json").read_text())["llm_name_or_path"] == "llm"
+    model = AutoModel.from_pretrained(folder)  # the base LLM from its own llm/
+    assert isinstance(model, SpeechLLMForConditionalGeneration)
+    assert all(isinstance(text, str) for text in model.generate(audio=[check_inputs()[0][0]], languages=["hi"]))
 
 
 def test_baseline_card_starts_from_stage_1(run_dir, tmp_path):
@@ -380,7 +412,8 @@ def test_space_folder(published, run_dir):
     gallery = json.loads((folder / "gallery" / "gallery.json").read_text())
     assert gallery["run_dir"] == str(run_dir)
     card, source = SpaceCard.load(folder / "README.md"), SpaceCard.load(Path(app.__file__).parent / "README.md")
-    models = [f"{NAMESPACE}/avalign-asr", f"{NAMESPACE}/avalign-align", f"{NAMESPACE}/avalign-asr-baseline"]
+    models = [f"{NAMESPACE}/avalign-asr", f"{NAMESPACE}/avalign-align", f"{NAMESPACE}/avalign-asr-baseline",
+              f"{NAMESPACE}/avalign-unified"]
     assert card.data.to_dict() == {**source.data.to_dict(), "models": models,
                                    "datasets": [f"{NAMESPACE}/avalign-corpus"]}  # fmt: skip
     assert f'Client("{NAMESPACE}/avalign")' in card.text and "holds 2 pictures" in card.text

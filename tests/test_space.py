@@ -275,6 +275,25 @@ def test_roman_target_model_shows_romanized_and_native_output(run_dir, clips, tm
         app.load_space(app.parse_args(mixed))
 
 
+def test_unified_model_writes_the_native_script_of_the_chosen_language(run_dir, clips, unified_model_dir, tmp_path):
+    folder = unified_model_dir[0]
+    assert app.load_space(app.parse_args(["--model", str(run_dir)])).unified is None  # no unified/: no such tab
+    run = tmp_path / "run"
+    for entry in run_dir.iterdir():
+        (run / entry.name).parent.mkdir(exist_ok=True)
+        (run / entry.name).symlink_to(entry)
+    (run / "unified").mkdir()
+    (run / "unified" / "zeroshot-hi-aligned").symlink_to(folder)
+    args = app.parse_args(["--model", str(run / "asr" / "aligned-f1.0"), "--unified-model", str(folder)])
+    for space in (app.load_space(args), app.load_space(app.parse_args(["--model", str(run)]))):
+        native = space.transcribe_unified(str(clips["good"]), "hi")
+        assert native == space.unified.generate(audio=[app.read_upload(str(clips["good"]))], languages=["hi"])[0]
+    with pytest.raises(gr.Error, match="writes hi only"):
+        space.transcribe_unified(str(clips["good"]), "ta")
+    labels = {getattr(block, "label", None) for block in app.build_demo(args).blocks.values()}
+    assert "Native script (unified model)" in labels
+
+
 def test_stage3_folder_with_align_model_and_gallery(run_dir, random_gallery, clips):
     folder, embeddings = random_gallery
     args = ["--model", str(run_dir / "asr" / "aligned-f1.0"), "--align-model", str(run_dir / "align"),

@@ -3,11 +3,8 @@ text-only LM: building, saving without the LLM, loading by AutoModel, bounded ge
 speech never read, exact resume after SIGKILL, and the clear errors before training."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,21 +114,15 @@ def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):
         torch.testing.assert_close(reloaded.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
 
-def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path):
+def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path,
+                                                                kill_at_checkpoint):
     script = [sys.executable, str(REPO / "training" / "train_speech_llm.py")]
     steps = ["--max_steps", "8", "--save_steps", "3", "--held_out_languages", "hi", "--text_task_probability", "0.5"]
     command = lambda folder, *extra: [*script, *arguments(smoke_corpus, romanizer_dir, text_lm_dir, folder, *steps,  # noqa: E731
                                                           *extra)]  # fmt: skip
     subprocess.run(command(tmp_path / "straight"), cwd=REPO, check=True, capture_output=True)
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(command(interrupted), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (interrupted / "checkpoints" / "step-00000003").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (interrupted / "model.safetensors").exists(), "the kill came too late to test anything"
+    kill_at_checkpoint(command(interrupted), interrupted, step=3)
     resumed = subprocess.run(command(interrupted, "--resume", "true"), cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-2000:]
     for part in ("model.safetensors", "adapter/adapter_model.safetensors"):
@@ -160,3 +151,14 @@ def test_a_tokenizer_without_the_target_script_is_refused_with_counts():
         train_speech_llm.check_tokenizer(english_only, ["दाईं ओर दो बैंगनी घर हैं"], 0.5, "english-lm")
     counts = train_speech_llm.check_tokenizer(english_only, ["one triangle"], 0.5, "english-lm")
     assert counts == {"target_characters": 9, "unknown_characters": 0, "byte_split_characters": 0}
+
+
+def test_the_prompt_goes_through_the_chat_template_where_the_tokenizer_has_one(unified_run):
+    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0])
+    plain_before, plain_after = model.prompt_pieces("hi")
+    assert model.tokenizer.decode(plain_after).endswith("Hindi:\n")  # no template: the plain one
+    model.tokenizer.chat_template = ("{% for m in messages %}[user] {{ m['content'] }} [end]{% endfor %}"
+                                     "{% if add_generation_prompt %}[assistant]{% endif %}")  # fmt: skip
+    before, after = model.prompt_pieces("hi")
+    assert model.tokenizer.decode(before) == "[user] Write the Hindi in its original Devanagari script.\n"
+    assert model.tokenizer.decode(after) == " [end][assistant]"

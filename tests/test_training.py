@@ -3,10 +3,8 @@ losses, corrupt checkpoints, two processes."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +41,8 @@ def test_config_file_gives_defaults_and_flags_override(tmp_path):
     assert (training.output_dir, training.learning_rate, training.max_steps) == ("out", 0.01, 9)
 
 
-def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, tiny_encoder_dir, tmp_path):
+def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, tiny_encoder_dir, tmp_path,
+                                                                kill_at_checkpoint):
     # with SpecAugment (masks from the random state the checkpoint restores) and waveform augmentation (drawn per
     # seed, epoch and utterance) on
     steps = ["--max_steps", "10", "--save_steps", "3", "--eval_steps", "5", "--spec_augment_freq_masks", "2",
@@ -52,15 +51,7 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_weights(smoke_corpus, ti
     run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path / "straight", *steps))
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(asr_command(smoke_corpus, tiny_encoder_dir, interrupted, *steps), cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while not (interrupted / "checkpoints" / "step-00000003").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (interrupted / "model.safetensors").exists(), "the kill came too late to test anything"
+    kill_at_checkpoint(asr_command(smoke_corpus, tiny_encoder_dir, interrupted, *steps), interrupted, step=3)
 
     resumed_run = run(asr_command(smoke_corpus, tiny_encoder_dir, interrupted, *steps, "--resume", "true"))
     assert "resumed from" in resumed_run.stderr, resumed_run.stderr[-2000:]

@@ -6,8 +6,11 @@
 
     python -m avalign.training.pipeline --preset demo --output-dir runs/demo [--targets roman]
 
-`--targets roman` adds, in the same directory, stage 3 on romanized transcripts, a de-romanizer and the zero-shot
-protocol, reported in report-roman.md + results-roman.json (stages 0-2 are shared with the native run).
+`--targets roman` adds, in the same directory, stage 3 on romanized transcripts and the zero-shot protocol, reported
+in report-roman.md + results-roman.json (stages 0-2 are shared with the native run): each held-out language is
+recognised by a romanizer fine-tuned without it, then written in its native script three ways: two cascades (a
+character transliterator; the text-only LM the pipeline trains, prompted) and Zero-AVSR's unified model (the
+romanizer's frames straight into that LM, with LoRA).
 
 Every stage writes into its own folder under the output directory; a finished stage is skipped when the pipeline
 runs again (`--force STAGE` reruns one), and an interrupted training stage resumes from its last checkpoint. Stages
@@ -29,11 +32,12 @@ from accelerate.utils import set_seed
 from datasets import load_from_disk
 
 from avalign.modeling import FastConformerModel, load_encoder
-from avalign.training import evaluate_asr, teacher, train_align, train_asr, train_pretrain
+from avalign.modeling import SpeechLLMForConditionalGeneration
+from avalign.training import evaluate_asr, teacher, text_lm, train_align, train_asr, train_pretrain, train_speech_llm
 from avalign.training.corpus import synth
 from avalign.training.data.batching import load_image
 from avalign.training.data.splits import load_splits
-from avalign.training.evaluation.metrics import compare, score
+from avalign.training.evaluation.metrics import compare, rate_interval, score
 from avalign.training.evaluation.report import (
     COMPARISON_KINDS,
     distinct_table,
@@ -48,10 +52,11 @@ from avalign.training.logs import setup_logging
 from avalign.training.roman import deromanize
 from avalign.training.roman.romanize import with_targets
 from avalign.training.schema import LANGUAGES
+from avalign.training.text_lm import TextLMConfig
 
 logger = logging.getLogger("avalign")
 CONFIGS = Path(__file__).parent / "configs"
-STAGE_SCRIPTS = {"pretrain": train_pretrain, "align": train_align, "asr": train_asr}
+STAGE_SCRIPTS = {"pretrain": train_pretrain, "align": train_align, "asr": train_asr, "speech_llm": train_speech_llm}
 
 
 @dataclass(frozen=True)
@@ -65,16 +70,21 @@ class PipelinePreset:
     eval_splits: tuple[str, ...] = ("test", "test_ood")
     bootstrap_resamples: int = 1000
     zero_shot_languages: tuple[str, ...] = ()  # with --targets roman: each is held out of fine-tuning in turn
+    roman_fractions: tuple[float, ...] | None = None  # with --targets roman: the romanized stage-3 runs (default: all)
     transliterator_steps: int = 600
+    text_lm_steps: int = 1500  # the text-only causal LM of the LM cascade and the unified model
+    text_lm_config: TextLMConfig = field(default_factory=TextLMConfig)
 
 
 PRESETS = {
     "smoke": PipelinePreset(corpus="smoke", teacher_steps=20, fractions=(0.25, 1.0), scratch_fractions=(0.25,),
-                            bootstrap_resamples=200, zero_shot_languages=("hi", "en"), transliterator_steps=60),
+                            bootstrap_resamples=200, zero_shot_languages=("hi", "en"), roman_fractions=(1.0,),
+                            transliterator_steps=60, text_lm_steps=30, text_lm_config=TextLMConfig(
+                                hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=1000)),
     # four languages in four scripts: what 2 CPU cores can train to recognise speech in ~30 minutes
     "demo": PipelinePreset(corpus="demo", teacher_steps=2000, languages=("hi", "bn", "ta", "en"),
                            scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 800},
-                           zero_shot_languages=("bn",)),
+                           zero_shot_languages=("bn",), roman_fractions=(0.1,)),
     "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
                            zero_shot_languages=LANGUAGES, transliterator_steps=3000),
 }  # fmt: skip
@@ -125,6 +135,11 @@ class Pipeline:
             STAGE_SCRIPTS[script].main(argv)  # each stage's trainer starts from a fresh accelerate state
 
 
+def run_fractions(spec: PipelinePreset, targets: str) -> tuple[float, ...]:
+    """The fine-tuning fractions stage 3 runs at: the preset's, or for roman targets its `roman_fractions`."""
+    return spec.fractions if targets == "native" or spec.roman_fractions is None else spec.roman_fractions
+
+
 def fraction_dir(system: str, fraction: float, targets: str = "native") -> str:
     """Folder name of a stage-3 run (`system` aligned/baseline) or, with system "", of its evaluation."""
     name = f"{system}-f{fraction}" if system else f"f{fraction}"
@@ -145,14 +160,14 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
         pipeline.stage("scratch", scratch / "config.json", lambda: stage_scratch(pretrain, scratch))
     encoders = {"aligned": align, "baseline": pretrain, "scratch": scratch}
     cache = output_dir / "romanization.json"  # uroman output of every transcript, shared by all roman stages
-    for fraction in spec.fractions:
+    for fraction in run_fractions(spec, targets):
         for system in systems_at(spec, fraction):
             encoder, name = encoders[system], fraction_dir(system, fraction, targets)
             train = lambda e=encoder, n=name, x=fraction, s=system: pipeline.train(  # noqa: E731
                 "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
                 targets=targets, romanization_cache=cache, **asr_overrides(spec, x, s))  # fmt: skip
             pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
-    for fraction in spec.fractions:
+    for fraction in run_fractions(spec, targets):
         folder = output_dir / "eval" / fraction_dir("", fraction, targets)
         pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
             output_dir, corpus, f, x, spec, targets, cache))  # fmt: skip
@@ -240,52 +255,119 @@ def stage_evaluate(output_dir: Path, corpus: Path, folder: Path, fraction: float
 
 def run_zero_shot(pipeline: Pipeline, corpus: Path, encoders: dict, cache: Path) -> None:
     """Language-agnostic ASR: for each held-out language, fine-tune (roman targets) on every other language, then
-    recognise the held-out one; a de-romanizer trained on text alone returns its native script."""
+    recognise the held-out one and write its native script: through a character transliterator or the text-only LM
+    (cascades, trained on text alone), and through the unified model (that LM, fed the romanizer's frames)."""
     output_dir, spec = pipeline.output_dir, pipeline.preset
     languages = pipeline.languages
-    deromanizer_dir = output_dir / "deromanizer"
+    deromanizer_dir, lm_dir = output_dir / "deromanizer", output_dir / "text_lm"
     pipeline.stage("deromanizer", deromanizer_dir / "metrics.json", lambda: deromanize.train_transliterator(
         deromanize.corpus_pairs(load_from_disk(str(corpus)), cache), deromanizer_dir,
         steps=spec.transliterator_steps))  # fmt: skip
+    pipeline.stage("text_lm", lm_dir / "metrics.json", lambda: text_lm.train_text_lm(
+        text_lm_texts(corpus, cache, languages), lm_dir, steps=spec.text_lm_steps, config=spec.text_lm_config))  # fmt: skip
+    largest = max(spec.fractions)  # the native-target stage-3 models the unified one is held against on seen languages
+    natives = {system: output_dir / "asr" / fraction_dir(system, largest) for system in encoders}
     for held_out in [language for language in spec.zero_shot_languages if language in languages]:
         seen = [language for language in languages if language != held_out]
         models = {system: output_dir / "asr" / f"zeroshot-{held_out}-{system}" for system in encoders}
+        unified = {system: output_dir / "unified" / f"zeroshot-{held_out}-{system}" for system in encoders}
         for system, encoder in encoders.items():
             pipeline.stage(f"asr/zeroshot-{held_out}-{system}", models[system] / "metrics.json", lambda e=encoder, f=models[system], k=seen: pipeline.train(
                 "asr", "asr", corpus=corpus, init_encoder=e, output_dir=f, targets="roman",
                 romanization_cache=cache, languages=k))  # fmt: skip
+            pipeline.stage(f"unified/zeroshot-{held_out}-{system}", unified[system] / "metrics.json", lambda r=models[system], f=unified[system], h=held_out: pipeline.train(
+                "speech_llm", "speech_llm", corpus=corpus, romanizer=r, llm=lm_dir, held_out_languages=[h],
+                romanization_cache=cache, output_dir=f))  # fmt: skip
         folder = output_dir / "eval" / f"zeroshot-{held_out}"
-        pipeline.stage(f"evaluate/zeroshot-{held_out}", folder / "results.json", lambda f=folder, m=models, h=held_out: evaluate_zero_shot(
-            m, corpus, h, deromanizer_dir, cache, f, spec.bootstrap_resamples))  # fmt: skip
+        systems = ZeroShotSystems(models, unified, natives, deromanizer_dir, lm_dir)
+        pipeline.stage(f"evaluate/zeroshot-{held_out}", folder / "results.json", lambda f=folder, s=systems, h=held_out: evaluate_zero_shot(
+            s, corpus, h, cache, f, spec.bootstrap_resamples))  # fmt: skip
 
 
-def evaluate_zero_shot(models: dict, corpus: Path, language: str, deromanizer_dir: Path, cache: Path,
-                       folder: Path, num_resamples: int) -> None:
-    """Romanized CER/WER of each system on the held-out language's test set, native-script CER/WER after
-    de-romanization, and aligned vs baseline on both (paired bootstrap)."""
+def text_lm_texts(corpus: Path, cache: Path, languages) -> list[str]:
+    """What the text-only LM reads: every language's native-script sentences from the training-side splits (the
+    held-out languages included: an LLM has read text in languages it has never heard), and the same sentences in
+    the LM cascade's prompt form ("Roman: ... <Language>: native"), so that the LM cascade is a fair one."""
+    pairs = [pair for pair in deromanize.corpus_pairs(load_from_disk(str(corpus)), cache) if pair[0] in languages]
+    sentences, _ = deromanize.unique_sentences(pairs)  # Latin-script languages are their own romanization
+    prompts = [f"{deromanize.deromanization_prompt(roman, language)} {native}" for language, roman, native in sentences]
+    return [native for _, _, native in pairs] + prompts
+
+
+@dataclass(frozen=True)
+class ZeroShotSystems:
+    """The folders behind one held-out language's evaluation: {encoder system: folder} of the romanizers, the
+    unified models and the native-target stage-3 models, and the two cascades' de-romanizers."""
+
+    romanizers: dict
+    unified: dict
+    natives: dict
+    transliterator: Path
+    text_lm: Path
+
+
+NATIVE_SYSTEMS = ("cascade_char", "cascade_lm", "unified")  # the ways to the native script, in the report's order
+
+
+def evaluate_zero_shot(systems: ZeroShotSystems, corpus: Path, language: str, cache: Path, folder: Path,
+                       num_resamples: int) -> None:  # fmt: skip
+    """On the held-out language's test set: romanized CER/WER of each encoder's romanizer; native-script CER/WER
+    through each cascade and the unified model, each with its bootstrap interval; aligned vs baseline and unified vs
+    each cascade (paired bootstrap). On the seen languages' test set: the unified model against the native-target
+    stage-3 model."""
     folder.mkdir(parents=True, exist_ok=True)
-    dataset = with_targets(load_splits(str(corpus), ["test"], [language]), "roman", cache)
-    deromanizer = deromanize.load_deromanizer(f"char:{deromanizer_dir}")
-    records = {"roman": {}, "native": {}}
-    for system, model_dir in models.items():
+    test = load_splits(str(corpus), ["test"])
+    native_test = test.filter(lambda code: code == language, input_columns="language")
+    roman_test = with_targets(native_test, "roman", cache)
+    seen_test = test.filter(lambda code: code != language, input_columns="language")
+    cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{systems.transliterator}"),
+                "cascade_lm": deromanize.load_deromanizer(f"lm:{systems.text_lm}")}  # fmt: skip
+    natives = dict(zip(roman_test["utterance_id"], roman_test["transcript_native"]))
+    records = {view: {} for view in ("roman", *NATIVE_SYSTEMS)}
+    seen = {}
+    for system, model_dir in systems.romanizers.items():
         model, feature_extractor, tokenizer = evaluate_asr.load_asr_model(model_dir)
-        roman = evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, dataset, "tdt")
-        natives = dict(zip(dataset["utterance_id"], dataset["transcript_native"]))
-        native_hypotheses = deromanizer.deromanize([r["hypothesis"] for r in roman], [language] * len(roman))
+        roman = evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, roman_test, "tdt")
         records["roman"][system] = roman
-        records["native"][system] = [{**r, "reference": natives[r["utterance_id"]], "hypothesis": h}
-                                     for r, h in zip(roman, native_hypotheses)]  # fmt: skip
-    results = {"language": language, "seen_languages_only": True, "examples": output_examples(records)}
-    for script, by_system in records.items():
-        results[script] = {system: score(system_records)["overall"] for system, system_records in by_system.items()}
-        results[f"{script}_comparison"] = compare(by_system, "cer", num_resamples)["overall"]
-        evaluate_asr.write_jsonl([r for rs in by_system.values() for r in rs], folder / f"predictions-{script}.jsonl")
+        for name, deromanizer in cascades.items():
+            hypotheses = deromanizer.deromanize([r["hypothesis"] for r in roman], [language] * len(roman))
+            records[name][system] = [{**r, "reference": natives[r["utterance_id"]], "hypothesis": h}
+                                     for r, h in zip(roman, hypotheses)]  # fmt: skip
+        unified = SpeechLLMForConditionalGeneration.from_pretrained(systems.unified[system])
+        records["unified"][system] = train_speech_llm.transcribe(unified, native_test)
+        seen[system] = seen_languages(unified, systems.natives[system], seen_test, num_resamples)
+    results = {"language": language, "seen_languages_only": True, "examples": output_examples(records), "seen": seen}
+    for view, by_system in records.items():
+        results[view] = {system: {**score(rs)["overall"], **rate_interval(rs, "cer", num_resamples)}
+                         for system, rs in by_system.items()}  # fmt: skip
+        results[f"{view}_comparison"] = compare(by_system, "cer", num_resamples)["overall"]
+        evaluate_asr.write_jsonl([r for rs in by_system.values() for r in rs], folder / f"predictions-{view}.jsonl")
+    results["unified_vs_cascade"] = {
+        system: {cascade: compare({"unified": records["unified"][system], cascade: records[cascade][system]}, "cer",
+                                  num_resamples)["overall"] for cascade in cascades}
+        for system in systems.romanizers
+    }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
 
+def seen_languages(unified, native_model_dir: Path, dataset, num_resamples: int) -> dict:
+    """The unified model against the native-target stage-3 model (TDT) on the seen languages' test utterances:
+    each CER with its interval, and the paired difference unified - stage 3. {} when the native run is missing."""
+    if not (native_model_dir / "config.json").exists():
+        logger.warning("no native-target stage-3 model at %s (run the native pipeline first): the unified model is "
+                       "not compared on the seen languages", native_model_dir)  # fmt: skip
+        return {}
+    model, feature_extractor, tokenizer = evaluate_asr.load_asr_model(native_model_dir)
+    records = {"unified": train_speech_llm.transcribe(unified, dataset),
+               "native_stage3": evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, dataset, "tdt")}
+    return {**{name: {**score(rs)["overall"], **rate_interval(rs, "cer", num_resamples)} for name, rs in records.items()},
+            "comparison": compare(records, "cer", num_resamples)["overall"],
+            "languages": sorted(set(dataset["language"]))}  # fmt: skip
+
+
 def output_examples(records: dict, count: int = 2) -> list[dict]:
-    """The first `count` test utterances as each system wrote them, romanized and in native script after
-    de-romanization, with the references. records: {"roman" | "native": {system: [record]}}."""
+    """The first `count` test utterances as each system wrote them, romanized and in native script (each way to
+    it), with the references. records: {"roman" | "cascade_char" | "cascade_lm" | "unified": {system: [record]}}."""
     utterance_ids = [record["utterance_id"] for record in next(iter(records["roman"].values()))[:count]]
     examples = []
     for utterance_id in utterance_ids:
@@ -307,7 +389,7 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
     results = {
         "preset": pipeline.name,
         "languages": stats.get("languages", pipeline.languages),
-        "fractions": [float(f) for f in pipeline.preset.fractions],
+        "fractions": [float(f) for f in run_fractions(pipeline.preset, pipeline.targets)],
         "timings_seconds": stage_timings(pipeline.timings, pipeline.targets),
         "corpus": stats,
         "teacher": counters,
@@ -323,13 +405,13 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         **{kind: {} for kind in COMPARISON_KINDS},
     }  # fmt: skip
     spec, targets = pipeline.preset, pipeline.targets
-    for name in (fraction_dir(system, f, targets) for f in spec.fractions for system in systems_at(spec, f)):
+    for name in (fraction_dir(system, f, targets) for f in run_fractions(spec, targets) for system in systems_at(spec, f)):
         metrics = read(output_dir / "asr" / name / "metrics.json")
         results["learning_curves"][f"asr/{name}"] = metrics.get("eval_history", [])
         settings = metrics.get("hyperparameters", {})
         results["asr_training"][name] = {key: metrics.get(key, settings.get(key)) for key in ASR_TRAINING_FIELDS}
         results["precision"][f"asr/{name}"] = stage_precision(metrics)
-    for fraction in spec.fractions:
+    for fraction in run_fractions(spec, targets):
         evaluation = read(output_dir / "eval" / fraction_dir("", fraction, targets) / "results.json")
         for system, by_fraction in evaluation.get("asr", {}).items():
             results["asr"].setdefault(system, {}).update(by_fraction)
@@ -341,6 +423,11 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
     if zero_shot:
         results["zero_shot"] = {language: entry for language, entry in zero_shot.items() if entry}
         results["deromanizer"] = read(output_dir / "deromanizer" / "metrics.json")
+        results["text_lm"] = read(output_dir / "text_lm" / "metrics.json")
+        results["unified_training"] = {folder.name: {key: read(folder / "metrics.json").get(key) for key in
+                                                     ("global_step", "train_seconds", "trainable_parameters",
+                                                      "speech_languages", "text_sentences")}
+                                       for folder in sorted((output_dir / "unified").glob("zeroshot-*"))}  # fmt: skip
     results_file = output_dir / f"results{results_suffix(pipeline.targets)}.json"
     results_file.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return results
@@ -372,7 +459,7 @@ def stage_timings(timings: dict, targets: str) -> dict:
     evaluation (a native and a roman run share one run directory and its pipeline_state.json)."""
 
     def report_of(stage: str) -> str:  # "both", "native" or "roman"
-        if "roman-" in stage or "zeroshot-" in stage or stage == "deromanizer":
+        if "roman-" in stage or "zeroshot-" in stage or stage in ("deromanizer", "text_lm"):
             return "roman"
         return "native" if stage.startswith(("asr/", "evaluate/")) else "both"
 

@@ -19,11 +19,15 @@ A stage's upload folder holds only what loads the model (never checkpoints/, log
     parakeet-ctc/, parakeet-tdt/             the same weights as stock ParakeetForCTC / ParakeetForTDT with a
                                              ParakeetProcessor: they run with no custom code
 
+A run of the `--targets roman` pipeline with a unified model (`unified/zeroshot-<language>-aligned`, Zero-AVSR's
+speech -> LLM -> native script) also publishes that model as `avalign-unified`: its folder saved with the base LLM in
+llm/ (`save_pretrained(..., include_llm=True)`) and a card from hub_cards/unified_card.md.j2.
+
 The stage-3 card carries the run's WER / CER (in %) per language and split as model-index `eval_results`. Cards link
 the neighbouring stages as https://huggingface.co/NAMESPACE/<REPO_NAMES[stage]>, so publish a run under one
 namespace. `publish_all` publishes, in this order, the corpus (Parquet per split + its card), the three stages
 (stage 3: the aligned system at the largest fraction, and the baseline at that fraction as `avalign-asr-baseline`
-when the run has it), the scoring as an `evaluate` metric Space (`avalign-asr-error-rates`: the module, its card, a
+when the run has it), the unified model when the run has one, the scoring as an `evaluate` metric Space (`avalign-asr-error-rates`: the module, its card, a
 Gradio widget) and the Space (app.py, requirements.txt pinned to this avalign commit, README from
 hub_cards/space_readme.md.j2, a gallery and example clips built from the run). Uploads go through `HfApi` with the
 token in HF_TOKEN; `--dry-run` writes the folders to --output-dir and uploads nothing.
@@ -49,7 +53,8 @@ from transformers import AutoFeatureExtractor, AutoTokenizer
 from transformers.models.parakeet import ParakeetProcessor
 
 from avalign.hub_cards import render
-from avalign.modeling import FastConformerForCTCTDT
+from avalign.modeling import FastConformerForCTCTDT, SpeechLLMForConditionalGeneration
+from avalign.modeling.modeling_speech_llm import LLM_FOLDER
 
 from .corpus.synth import statistics_table
 from .evaluation import asr_error_rates, report
@@ -65,6 +70,7 @@ REPO_NAMES = {
     "align": "avalign-align",
     "asr": "avalign-asr",
     "asr-baseline": "avalign-asr-baseline",
+    "unified": "avalign-unified",
     "corpus": "avalign-corpus",
     "metric": "avalign-asr-error-rates",
     "space": "avalign",
@@ -89,7 +95,9 @@ CONFIG_BOILERPLATE = {"architectures", "auto_map", "dtype", "encoder_config", "m
                       "initializer_range"}  # fmt: skip
 SPACE_FILES = ("app.py", "requirements.txt", "screenshot.png")
 # Space variable -> the repo (REPO_NAMES key) it names
-SPACE_VARIABLES = {"AVALIGN_MODEL": "asr", "AVALIGN_ALIGN_MODEL": "align", "AVALIGN_BASELINE_MODEL": "asr-baseline"}
+SPACE_VARIABLES = {"AVALIGN_MODEL": "asr", "AVALIGN_ALIGN_MODEL": "align", "AVALIGN_BASELINE_MODEL": "asr-baseline",
+                   "AVALIGN_UNIFIED_MODEL": "unified"}  # fmt: skip
+UNIFIED_TAGS = ["avalign", "zero-avsr", "speech-llm", "lora", "romanization", "zero-shot", "synthetic-speech"]
 
 
 # ----------------------------------------------------------------------------------------------------- the run
@@ -130,6 +138,13 @@ def has_baseline(run_dir: Path) -> bool:
     """Whether the run has a baseline stage-3 model at the aligned system's largest fraction."""
     fraction = fraction_key(largest_fraction(run_dir, "aligned"))
     return (run_dir / "asr" / f"baseline-f{fraction}").is_dir()
+
+
+def unified_folder(run_dir: Path) -> Path | None:
+    """DIR/unified/zeroshot-<language>-aligned of the first held-out language (by name), or None when the run has no
+    unified model (a native-target run, or a roman one from before the unified model)."""
+    folders = sorted((Path(run_dir) / "unified").glob("zeroshot-*-aligned"))
+    return folders[0] if folders else None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -193,11 +208,15 @@ def stage_links(stage: str, system: str, namespace: str) -> list[dict]:
         links.append({"role": f"next: {STAGE_TITLES[following]}", "repo_id": repo_id(namespace, following)})
     for link in links:
         link["url"] = hub_url(link["repo_id"])
-    links.append({"role": "corpus", "repo_id": repo_id(namespace, "corpus"),
-                  "url": hub_url(repo_id(namespace, "corpus"), "dataset")})  # fmt: skip
-    links.append({"role": "Space (try it)", "repo_id": repo_id(namespace, "space"),
-                  "url": hub_url(repo_id(namespace, "space"), "space")})  # fmt: skip
-    return links
+    return links + corpus_and_space_links(namespace)
+
+
+def corpus_and_space_links(namespace: str) -> list[dict]:
+    """The link rows every model card ends with: the corpus and the Space."""
+    return [{"role": "corpus", "repo_id": repo_id(namespace, "corpus"),
+             "url": hub_url(repo_id(namespace, "corpus"), "dataset")},
+            {"role": "Space (try it)", "repo_id": repo_id(namespace, "space"),
+             "url": hub_url(repo_id(namespace, "space"), "space")}]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------ cards
@@ -222,9 +241,13 @@ def model_context(folder: Path, config: dict) -> dict:
     }
 
 
-def training_context(stage: str, preset: str, metrics: dict) -> dict:
+def training_context(stage: str, preset: str, metrics: dict, targets: str = "native") -> dict:
+    """The Training section (hub_cards/training_section.md.j2) of a stage trained by training/train_<stage>.py."""
     config_name = f"{stage}_{preset}.yaml"
+    command = f"python -m avalign.training.pipeline --preset {preset} --output-dir runs/{preset}"
     return {
+        "script": f"training/train_{stage}.py",
+        "command": command + ("" if targets == "native" else f" --targets {targets}"),
         "steps": metrics["global_step"],
         "epochs": metrics["epochs"],
         "train_seconds": metrics["train_seconds"],
@@ -369,6 +392,48 @@ def model_card(
     return ModelCard(render(f"{stage}_card.md.j2", card_data=card_data.to_yaml(), **context))
 
 
+def run_relative(path: str, run_dir: Path) -> str:
+    """`path` relative to the run directory ("text_lm") when it lies in it; else as given (a Hub id)."""
+    try:
+        return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def unified_card(run_dir: Path, folder: Path, published: Path, repo: str) -> ModelCard:
+    """The unified model's card (hub_cards/unified_card.md.j2): `folder` is the run's model, `published` the folder
+    it was saved to with its base LLM in llm/."""
+    namespace, stats = repo.split("/")[0], read_json(run_dir / "corpus" / "stats.json")
+    config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
+    held_out = folder.name.removeprefix("zeroshot-").removesuffix("-aligned")
+    corpus = corpus_context(stats, namespace)
+    asr = {"role": "native-script ASR (stage 3)", "repo_id": repo_id(namespace, "asr"),
+           "url": hub_url(repo_id(namespace, "asr"))}  # fmt: skip
+    context = {
+        "title": f"avalign unified model: speech → LLM → native script (zero-shot {held_out})",
+        "repo_id": repo,
+        "source_url": AVALIGN_URL,
+        "preset": stats["preset"],
+        "links": [asr, *corpus_and_space_links(namespace)],
+        "corpus": corpus,
+        "config": config,
+        "held_out": held_out,
+        "speech_languages": metrics.get("speech_languages", []),
+        "trainable_parameters": metrics.get("trainable_parameters"),
+        "llm_name": run_relative(config["llm_name_or_path"], run_dir),
+        "llm_class": read_json(published / LLM_FOLDER / "config.json")["architectures"][0],
+        "romanizer": run_relative(config["romanizer"], run_dir),
+        "training": training_context("speech_llm", stats["preset"], metrics, targets="roman"),
+        "zero_shot_table": zero_shot_section(run_dir),
+    }
+    card_data = ModelCardData(
+        model_name=repo.split("/")[-1], language=list(config["languages"]), license="apache-2.0",
+        library_name="transformers", pipeline_tag="automatic-speech-recognition", tags=UNIFIED_TAGS,
+        datasets=[corpus["repo_id"]],
+    )  # fmt: skip
+    return ModelCard(render("unified_card.md.j2", card_data=card_data.to_yaml(), **context))
+
+
 # ---------------------------------------------------------------------------------------------- upload folders
 def empty_folder(path: Path) -> Path:
     """Create `path`; refuse one with files in it (they would be uploaded too)."""
@@ -404,6 +469,18 @@ def build_stage_folder(
             shutil.copy2(plot, output_dir / "plots" / plot.name)
         export_stock_parakeet(folder, output_dir)
     card.save(output_dir / "README.md")
+    return output_dir
+
+
+def build_unified_folder(run_dir: Path, output_dir: Path, repo: str) -> Path:
+    """The run's unified model (`unified_folder`) saved with its base LLM in llm/ (include_llm: the folder loads with
+    no other download), and its card."""
+    run_dir, output_dir = Path(run_dir), empty_folder(Path(output_dir))
+    folder = unified_folder(run_dir)
+    if folder is None:
+        raise FileNotFoundError(f"{run_dir / 'unified'}: no zeroshot-<language>-aligned unified model in the run")
+    SpeechLLMForConditionalGeneration.from_pretrained(folder).save_pretrained(output_dir, include_llm=True)
+    unified_card(run_dir, folder, output_dir, repo).save(output_dir / "README.md")
     return output_dir
 
 
@@ -486,7 +563,8 @@ def build_space_folder(run_dir: Path, output_dir: Path, namespace: str) -> Path:
     (output_dir / "requirements.txt").write_text(pin_avalign(requirements, revision), encoding="utf-8")
     source_card = space_card()
     baseline = repo_id(namespace, "asr-baseline") if has_baseline(run_dir) else None
-    models = [repo_id(namespace, "asr"), repo_id(namespace, "align"), *([baseline] if baseline else [])]
+    unified = repo_id(namespace, "unified") if unified_folder(run_dir) else None
+    models = [repo_id(namespace, "asr"), repo_id(namespace, "align"), *(repo for repo in (baseline, unified) if repo)]
     front_matter = SpaceCardData(**source_card.data.to_dict(), models=models, datasets=[repo_id(namespace, "corpus")])
     readme = render(
         "space_readme.md.j2",
@@ -495,6 +573,7 @@ def build_space_folder(run_dir: Path, output_dir: Path, namespace: str) -> Path:
         asr_repo_id=models[0],
         align_repo_id=models[1],
         baseline_repo_id=baseline,
+        unified_repo_id=unified,
         corpus_repo_id=repo_id(namespace, "corpus"),
         avalign_revision=f"commit {revision}" if revision else "(not a git checkout)",
         **space_extras(run_dir, output_dir),
@@ -570,8 +649,8 @@ def publish_stage(run_dir, stage: str, repo: str, system: str = "aligned", fract
 
 
 def publish_all(run_dir, namespace: str, dry_run: bool = False, output_dir=None, private: bool = False) -> dict:
-    """The corpus, the three stages (stage 3: aligned at the largest fraction) and the Space under `namespace`;
-    with `output_dir`, each in OUTPUT_DIR/<corpus|pretrain|align|asr|space>. Returns {name: folder or None}."""
+    """The corpus, the three stages (stage 3: aligned at the largest fraction), the unified model where the run has
+    one, and the Space under `namespace`; with `output_dir`, each in OUTPUT_DIR/<name> (REPO_NAMES' keys). Returns {name: folder or None}."""
     run_dir = Path(run_dir)
     if not dry_run:
         hub_token()
@@ -588,6 +667,10 @@ def publish_all(run_dir, namespace: str, dry_run: bool = False, output_dir=None,
         published["asr-baseline"] = publish_stage(run_dir, "asr", repo_id(namespace, "asr-baseline"), "baseline",
                                                   largest_fraction(run_dir, "aligned"), dry_run,
                                                   folder("asr-baseline"), private)  # fmt: skip
+    if unified_folder(run_dir):  # a --targets roman run's speech -> LLM model (the Space's unified tab)
+        unified_repo = repo_id(namespace, "unified")
+        published["unified"] = publish(lambda out: build_unified_folder(run_dir, out, unified_repo), unified_repo,
+                                       dry_run, folder("unified"), private)  # fmt: skip
     metric_repo = repo_id(namespace, "metric")
     published["metric"] = publish(lambda out: build_metric_folder(out, metric_repo), metric_repo, dry_run,
                                   folder("metric"), private, repo_type="space")  # fmt: skip

@@ -77,18 +77,23 @@ def train_tokenizer_for_lm(texts: Sequence[str], vocab_size: int) -> PreTrainedT
     )  # fmt: skip
 
 
-def character_coverage(tokenizer, characters: Iterable[str]) -> dict:
-    """Of the distinct non-space `characters`: those whose encoding holds the unk token (where the tokenizer has
-    one) and those no single token spells (encoded as several byte pieces)."""
-    distinct = sorted({char for char in characters if not char.isspace()})
-    unknown, byte_split = [], []
-    for char in distinct:
-        ids = tokenizer.encode(char, add_special_tokens=False)
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-            unknown.append(char)
-        elif len(ids) > 1:
-            byte_split.append(char)
-    return {"characters": len(distinct), "unknown": unknown, "byte_split": byte_split}
+def character_coverage(tokenizer, texts: Iterable[str]) -> dict:
+    """Of the distinct non-space characters of `texts`: those the tokenizer encodes as the unk token (where it has
+    one), and those it only ever spells with byte pieces: no token of any word of `texts` holds them whole (a
+    byte-level tokenizer does this for a script it never learnt; BPE merges across character boundaries elsewhere,
+    so a character is judged by its best occurrence, in its words). -> {"characters": n, "unknown": [...],
+    "byte_split": [...]} (sorted)."""
+    characters, unknown, whole = set(), set(), set()
+    for word in {word for text in texts for word in text.split()}:
+        characters.update(word)
+        encoded = tokenizer(word, add_special_tokens=False, return_offsets_mapping=True)
+        for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            if tokenizer.unk_token_id is not None and token_id == tokenizer.unk_token_id:
+                unknown.update(word[start:end])
+            elif "\ufffd" not in tokenizer.decode([token_id]):  # whole characters, not part of one's bytes
+                whole.update(word[start:end])
+    return {"characters": len(characters), "unknown": sorted(unknown),
+            "byte_split": sorted(characters - whole - unknown)}  # fmt: skip
 
 
 def distinct_texts(texts: Iterable[str]) -> tuple[list[str], dict[str, int]]:

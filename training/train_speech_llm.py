@@ -18,7 +18,7 @@ import jiwer
 from accelerate.utils import set_seed
 from datasets import load_from_disk
 
-from avalign.modeling import SpeechLLMForConditionalGeneration
+from avalign.modeling import SpeechLLMConfig, SpeechLLMForConditionalGeneration
 from avalign.training.data.batching import SpeechCollator
 from avalign.training.data.splits import clean, load_splits
 from avalign.training.evaluate_asr import transcribe_batches
@@ -29,6 +29,8 @@ from avalign.training.text_lm import character_coverage
 from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments
 
 logger = logging.getLogger("avalign")
+MODEL_OPTIONS = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation", "lora_rank",
+                 "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens")  # fmt: skip
 
 
 @dataclass
@@ -43,16 +45,17 @@ class SpeechLLMArguments:
     eval_split: str = "dev"
     romanization_cache: str | None = None
     text_task_probability: float = field(default=0.3, metadata={"help": "Zero-AVSR's back_trans_prob"})
-    projector_type: str = "stack"
-    projector_stride: int = 2
-    projector_hidden_size: int = 512
-    projector_activation: str = "gelu"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    load_in_4bit: bool = False
-    max_new_tokens: int = 100
+    # the model's options (SpeechLLMConfig documents them), with its defaults
+    projector_type: str = SpeechLLMConfig.projector_type
+    projector_stride: int = SpeechLLMConfig.projector_stride
+    projector_hidden_size: int = SpeechLLMConfig.projector_hidden_size
+    projector_activation: str = SpeechLLMConfig.projector_activation
+    lora_rank: int = SpeechLLMConfig.lora_rank
+    lora_alpha: int = SpeechLLMConfig.lora_alpha
+    lora_dropout: float = SpeechLLMConfig.lora_dropout
+    lora_target_modules: list[str] = field(default_factory=lambda: list(SpeechLLMConfig.lora_target_modules))
+    load_in_4bit: bool = SpeechLLMConfig.load_in_4bit
+    max_new_tokens: int = SpeechLLMConfig.max_new_tokens
     max_byte_fraction: float = field(default=0.5, metadata={
         "help": "refuse a tokenizer that spells more than this fraction of the target characters with byte pieces"})
     eval_utterances: int = field(default=48, metadata={"help": "dev utterances decoded at each evaluation"})
@@ -64,9 +67,7 @@ class SpeechLLMArguments:
             raise ValueError(f"--text_task_probability must be in [0, 1], got {self.text_task_probability}")
 
     def model_options(self) -> dict:
-        names = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation", "lora_rank",
-                 "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens")  # fmt: skip
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in MODEL_OPTIONS}
 
 
 class SpeechLLMCollator:
@@ -133,7 +134,7 @@ def language_names(languages) -> dict:
 def check_tokenizer(tokenizer, texts, max_byte_fraction: float, name: str) -> dict:
     """Refuses a tokenizer that cannot write the targets: any character that maps to the unknown token, or more
     than `max_byte_fraction` of them spelt only by byte pieces. -> the coverage counts."""
-    coverage = character_coverage(tokenizer, {character for text in texts for character in text})
+    coverage = character_coverage(tokenizer, texts)
     unknown, byte_split, total = coverage["unknown"], coverage["byte_split"], coverage["characters"]
     if unknown or len(byte_split) > max_byte_fraction * total:
         raise ValueError(

@@ -61,7 +61,7 @@ def test_tokenizer_round_trips_and_covers_its_characters():
     unseen = "ਗ中"  # Gurmukhi, CJK: in no training text, so only their bytes are tokens
     assert tokenizer.decode(tokenizer.encode(unseen, add_special_tokens=False)) == unseen
     seen = {char for text in texts for char in text if not char.isspace()}
-    coverage = character_coverage(tokenizer, "".join(texts) + unseen + " ")
+    coverage = character_coverage(tokenizer, [*texts, unseen])
     assert coverage["characters"] == len(seen) + 2
     assert coverage["unknown"] == []
     assert set(unseen) <= set(coverage["byte_split"]) and coverage["byte_split"] == sorted(coverage["byte_split"])

@@ -20,7 +20,7 @@ import numpy as np
 from . import asr_error_rates
 from .asr_error_rates import METRICS, corpus_rate, normalize_transcript, utterance_edits
 
-__all__ = ["METRICS", "asr_metric", "compare", "normalize_transcript", "paired_bootstrap", "score"]
+__all__ = ["METRICS", "asr_metric", "compare", "normalize_transcript", "paired_bootstrap", "rate_interval", "score"]
 
 
 @functools.cache
@@ -115,6 +115,16 @@ def paired_bootstrap(
     resampled_lengths = np.maximum(weights @ lengths, 1)  # (R,); 0 only if every draw has an empty reference
     differences = weights @ (edits_a - edits_b) / resampled_lengths  # (R,)
     return bootstrap_summary(metric, rate_a, rate_b, differences) | {"num_utterances": len(pairs)}
+
+
+def rate_interval(records: Sequence[Mapping], metric: str = "cer", num_resamples: int = 1000, seed: int = 0) -> dict:
+    """One system's corpus rate with its 95 % percentile interval over utterances resampled with replacement (the
+    same resamples as the paired bootstrap's for the same seed). -> {metric, "ci_low", "ci_high"}."""
+    edits, lengths = edit_counts(records, metric)
+    weights = resample_counts(len(records), num_resamples, seed)  # (R, N)
+    rates = weights @ edits / np.maximum(weights @ lengths, 1)  # (R,)
+    ci_low, ci_high = np.percentile(rates, [2.5, 97.5])
+    return {metric: corpus_rate(edits, lengths), "ci_low": float(ci_low), "ci_high": float(ci_high)}
 
 
 def bootstrap_summary(metric: str, rate_a: float, rate_b: float, differences: np.ndarray) -> dict:

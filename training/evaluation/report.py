@@ -226,28 +226,66 @@ def write_report(
     return [report, output_dir / per_language, output_dir / versus_fraction]
 
 
+NATIVE_VIEWS = {"cascade_char": "cascade: char transliterator", "cascade_lm": "cascade: LM prompted",
+                "unified": "unified (speech → LM)"}  # fmt: skip
+
+
 def zero_shot_table(zero_shot: dict) -> list[str]:
-    """CER of languages never seen in fine-tuning (results["zero_shot"]): romanized output, then native script after
-    de-romanization; Markdown lines."""
-    lines = ["CER in %; Δ = aligned − baseline with its 95 % paired-bootstrap interval.", "",
-             "| held out | script | aligned CER | baseline CER | Δ [95 % CI] | p |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    """Languages never seen in fine-tuning (results["zero_shot"]): the romanizer's CER, then native-script CER through
+    each cascade and the unified model, the unified model against the best cascade, and on the seen languages
+    against the native-target stage-3 model; Markdown lines."""
+    cell = lambda e: f"{100 * e['cer']:.1f} [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]"  # noqa: E731
+    lines = ["CER in % with its 95 % bootstrap interval over utterances; Δ: paired bootstrap.", "",
+             "| held out | encoder | romanized | " + " | ".join(NATIVE_VIEWS.values()) + " | unified − best cascade |",
+             "|---|---|---:|" + "---:|" * (len(NATIVE_VIEWS) + 1)]  # fmt: skip
+    verdicts = []
     for language, entry in zero_shot.items():
-        for script in ("roman", "native"):
-            difference = entry[f"{script}_comparison"]
-            lines.append(
-                f"| {language} | {script} | {100 * entry[script]['aligned']['cer']:.1f} | "
-                f"{100 * entry[script]['baseline']['cer']:.1f} | {100 * difference['difference']:+.1f} "
-                f"[{100 * difference['ci_low']:+.1f}, {100 * difference['ci_high']:+.1f}] | {difference['p_value']:.3f} |"
-            )
+        for system in entry["roman"]:
+            best = min(("cascade_char", "cascade_lm"), key=lambda view: entry[view][system]["cer"])
+            versus = entry["unified_vs_cascade"][system][best]
+            lines.append(f"| {language} | {system} | {cell(entry['roman'][system])} | "
+                         + " | ".join(cell(entry[view][system]) for view in NATIVE_VIEWS)
+                         + f" | {difference_text(versus)} (vs {NATIVE_VIEWS[best].removeprefix('cascade: ')}) |")  # fmt: skip
+            verdicts.append(f"- {language}, {system} encoder: the unified model is {direction(versus)} the best "
+                            f"cascade ({NATIVE_VIEWS[best]}).")  # fmt: skip
+    lines += ["", *verdicts, "", "Aligned − baseline on the held-out language:", "",
+              "| held out | output | Δ CER [95 % CI], p |", "|---|---|---:|"]  # fmt: skip
+    for language, entry in zero_shot.items():
+        lines += [f"| {language} | {view} | {difference_text(entry[f'{view}_comparison'])} |"
+                  for view in ("roman", *NATIVE_VIEWS)]  # fmt: skip
+    lines += ["", "The unified model on the seen languages' test utterances, against the native-target stage-3 model "
+              "(TDT, largest fraction):", "", "| held out | encoder | seen languages | unified | native stage 3 | "
+              "unified − stage 3 |", "|---|---|---|---:|---:|---:|"]  # fmt: skip
+    for language, entry in zero_shot.items():
+        for system, seen in entry.get("seen", {}).items():
+            if seen:
+                lines.append(f"| {language} | {system} | {', '.join(seen['languages'])} | {cell(seen['unified'])} | "
+                             f"{cell(seen['native_stage3'])} | {difference_text(seen['comparison'])} |")  # fmt: skip
+    lines += ["", "Distinct hypotheses / distinct references on the held-out language:", "",
+              "| held out | encoder | romanized | " + " | ".join(NATIVE_VIEWS) + " |", "|---|---|---|---|---|---|"]
+    for language, entry in zero_shot.items():
+        for system in entry["roman"]:
+            counts = [entry[view][system] for view in ("roman", *NATIVE_VIEWS)]
+            lines.append(f"| {language} | {system} | " + " | ".join(
+                f"{c['distinct_hypotheses']} / {c['distinct_references']}" for c in counts) + " |")
     examples = [(language, example) for language, entry in zero_shot.items() for example in entry.get("examples", ())]
     if examples:
-        lines += ["", "Output on the first test utterances (romanized, then native script):", "",
-                  "| held out | utterance | script | reference | aligned | baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "Output on the first test utterances:", "",
+                  "| held out | utterance | output | reference | aligned | baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
         for language, example in examples:
-            for script in ("roman", "native"):
-                cells = [example.get(f"{key}_{script}", "") for key in ("reference", "aligned", "baseline")]
-                lines.append(f"| {language} | {example['utterance_id']} | {script} | " + " | ".join(cells) + " |")
+            for view in ("roman", *NATIVE_VIEWS):
+                cells = [example.get(f"{key}_{view}", "") for key in ("reference", "aligned", "baseline")]
+                lines.append(f"| {language} | {example['utterance_id']} | {view} | " + " | ".join(cells) + " |")
     return lines
+
+
+def direction(difference: Mapping) -> str:
+    """A paired difference a - b in words: below, above, or not separable from (its interval holds 0)."""
+    if difference["ci_high"] < 0:
+        return "**better than** (interval below 0)"
+    if difference["ci_low"] > 0:
+        return "**worse than** (interval above 0)"
+    return "not separable from (interval holds 0)"
 
 
 # ------------------------------------------------------------------------------------------- the pipeline's report

@@ -100,6 +100,16 @@ def map_in_batches(function: Callable[[list], list], items: Sequence, batch_size
 # ----------------------------------------------------------------------------- causal LM
 
 
+def deromanization_prompt(text: str, language: str, examples: Iterable[Pair] = ()) -> str:
+    """The causal-LM de-romanizer's prompt: an instruction, the few-shot `examples` of `language`, then "Roman:
+    <text>" and the language's name, after which the LM writes the native script. (The text-only LM the pipeline
+    trains reads sentences in this form, so that the cascade through it is fair.)"""
+    name = LANGUAGE_NAMES[language]
+    shots = "".join(f"Roman: {roman}\n{name}: {native}\n\n" for shot_language, roman, native in examples
+                    if shot_language == language)  # fmt: skip
+    return f"Write this romanized {name} sentence in {SCRIPTS[language]} script.\n\n{shots}Roman: {text}\n{name}:"
+
+
 class CausalLMDeromanizer(Deromanizer):
     """A causal LM completing "Roman: <text>\\n<Language>:" after an instruction and optional few-shot pairs.
 
@@ -125,13 +135,7 @@ class CausalLMDeromanizer(Deromanizer):
         self.max_new_tokens_per_character = max_new_tokens_per_character
 
     def prompt(self, text: str, language: str) -> str:
-        name = LANGUAGE_NAMES[language]
-        shots = "".join(
-            f"Roman: {roman}\n{name}: {native}\n\n"
-            for shot_language, roman, native in self.examples
-            if shot_language == language
-        )
-        return f"Write this romanized {name} sentence in {SCRIPTS[language]} script.\n\n{shots}Roman: {text}\n{name}:"
+        return deromanization_prompt(text, language, self.examples)
 
     def deromanize_native(self, texts: list[str], languages: list[str]) -> list[str]:
         items = list(zip(texts, languages))
