@@ -30,6 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .tdt_kernels import (
+    MAX_KERNEL_DURATIONS,
+    compiled_log_alpha,
+    compiled_log_beta,
+    compiled_token_gradient,
+    compiled_token_statistics,
+    empty_gradient,
+    kernel_library,
+    kernels_for,
+)
+
 
 REDUCTIONS = ("mean_volume", "mean_batch", "mean", "sum", "none")
 CHUNK_LOGITS = 1 << 19  # token logits read per chunk in tdt_loss: 2 MiB of float32, temporaries stay in cache
@@ -158,6 +169,12 @@ def _token_statistics(token_logits, label_ids, blank_token_id):
     Returns (nt, n_u) tensors, at least float32: log-normaliser, blank logit, label logit, and a finiteness flag
     (False where the log-normaliser is not: a row with a NaN or +inf logit, or only -inf ones).
     """
+    kernels = kernels_for(token_logits)
+    if kernels is not None:  # the chunk as one utterance of nt frames and n_u - 1 labels
+        frames, labels = _chunk_lengths(token_logits)
+        statistics = compiled_token_statistics(kernels, token_logits[None], label_ids[None], frames, labels,
+                                                  blank_token_id)
+        return [x[0] for x in statistics]
     rows = token_logits.to(_compute_dtype(token_logits.dtype))
     high = rows.amax(-1)  # NaN or +inf here makes the log-normaliser NaN: no separate pass over the logits
     log_normalizer = _exp_(rows - high[..., None], flush=False).sum(-1).log_().add_(high)  # the sum is >= 1
@@ -178,9 +195,22 @@ class _TokenGradient(NamedTuple):
     negative: list[bool]  # (B,) the sign of each utterance's incoming gradient
 
 
+def _chunk_lengths(token_logits):
+    """(1,) frames and (1,) labels of a chunk (nt, n_u, V) taken as one utterance: every row counts."""
+    return torch.tensor([token_logits.shape[0]]), torch.tensor([token_logits.shape[1] - 1])
+
+
 def _token_logits_grad(token_logits, gradient, state, label_ids, blank_token_id, out):
     """Write the gradient of the token logits (nt, n_u, V) of the states `state` = (b, frames, rows) into `out`;
     label_ids (n_u,) are the labels emitted from those rows. Entries below the flush level come out as 0."""
+    kernels = kernels_for(token_logits)
+    if kernels is not None and out.stride(-1) == 1 and out.dtype == token_logits.dtype:
+        frames, labels = _chunk_lengths(token_logits)
+        per_state = [x[state][None] for x in gradient[:4]]
+        chunk_gradient = _TokenGradient(*per_state, negative=[gradient.negative[state[0]]])
+        compiled_token_gradient(kernels, token_logits[None], chunk_gradient, label_ids[None], frames, labels,
+                                   blank_token_id, out[None])
+        return
     dtype = _compute_dtype(out.dtype)
     work = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
     _exp_(torch.sub(token_logits, gradient.softmax_shift[state][..., None], out=work), flush=True)
@@ -204,6 +234,9 @@ class _Lattice:
 
     def __init__(self, blank_log_probs, label_log_probs, duration_log_probs, durations, logit_lengths, target_lengths):
         device = duration_log_probs.device
+        compiled = device.type == "cpu" and len(durations) <= MAX_KERNEL_DURATIONS
+        self.kernels = kernel_library() if compiled else None
+        self.duration_values = list(durations)
         self.durations = torch.tensor(durations, device=device)
         self.positive = (self.durations > 0).nonzero()[:, 0]  # indices j with d_j > 0
         self.steps = self.durations[self.positive]  # (D+,)
@@ -237,6 +270,9 @@ class _Lattice:
 
     def log_alpha(self):
         """(B, T, U+1): log-weight of all partial paths from (0, 0) to each state."""
+        if self.kernels is not None:
+            return compiled_log_alpha(self.kernels, self.blank, self.label, self.duration_values,
+                                         self.logit_lengths, self.target_lengths)
         batch, max_t, max_u1, _ = self.blank.shape
         pad, step_index = self.max_step, torch.arange(len(self.steps), device=self.blank.device)
         sources = torch.arange(max_t, device=self.blank.device)[:, None] + pad - self.steps  # (T, D+) padded rows
@@ -259,6 +295,9 @@ class _Lattice:
 
     def log_beta(self):
         """(B, T, U+1): log-weight of all partial paths from each state to the end of its utterance."""
+        if self.kernels is not None:
+            return compiled_log_beta(self.kernels, self.blank, self.label, self.final, self.duration_values,
+                                        self.logit_lengths, self.target_lengths)
         batch, max_t, max_u1, _ = self.blank.shape
         # arcs leaving (t, u) to frame t + d: blank to (t + d, u), label to (t + d, u + 1)
         leaving = torch.cat([self._arcs_by_step(self.blank), self._arcs_by_step(self.label)], dim=2)  # (B,T,2D+,U+1)
@@ -365,13 +404,19 @@ class _TDTLoss(torch.autograd.Function):
         batch, max_t, max_u1, _ = token_logits.shape
         label_ids = _label_ids(targets, target_lengths, blank_token_id)
         dtype = _compute_dtype(token_logits.dtype)
-        statistics = token_logits.new_zeros((3, batch, max_t, max_u1), dtype=dtype)
-        finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=token_logits.device)
-        for b, t0, t1, _, n_u in _frame_chunks(logit_lengths, target_lengths, CHUNK_LOGITS // token_logits.shape[-1]):
-            *chunk_statistics, finite[b, t0:t1, :n_u] = _token_statistics(
-                token_logits[b, t0:t1, :n_u], label_ids[b, :n_u], blank_token_id
-            )
-            statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
+        kernels = kernels_for(token_logits)
+        if kernels is not None:  # one call over every state
+            *statistics, finite = compiled_token_statistics(kernels, token_logits, label_ids, logit_lengths,
+                                                               target_lengths, blank_token_id)
+        else:
+            statistics = token_logits.new_zeros((3, batch, max_t, max_u1), dtype=dtype)
+            finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=token_logits.device)
+            chunks = _frame_chunks(logit_lengths, target_lengths, CHUNK_LOGITS // token_logits.shape[-1])
+            for b, t0, t1, _, n_u in chunks:
+                *chunk_statistics, finite[b, t0:t1, :n_u] = _token_statistics(
+                    token_logits[b, t0:t1, :n_u], label_ids[b, :n_u], blank_token_id
+                )
+                statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
         _check_finite("token_logits", finite, lambda b, t, u: token_logits[b, t, u])
         valid = _valid_states(logit_lengths, target_lengths, max_t, max_u1)
         _check_finite("duration_logits", torch.isfinite(duration_logits).all(-1) | ~valid,
@@ -393,7 +438,12 @@ class _TDTLoss(torch.autograd.Function):
             lattice, log_normalizer, log_alpha, log_likelihood, grad_losses
         )
         token_grad = None
-        if ctx.needs_input_grad[0]:
+        kernels = kernels_for(token_logits)
+        if ctx.needs_input_grad[0] and kernels is not None:  # one call: every entry, zeros included
+            token_grad = empty_gradient(kernels, token_logits)
+            compiled_token_gradient(kernels, token_logits, token_gradient, label_ids, lattice.logit_lengths,
+                                       lattice.target_lengths, ctx.blank_token_id, token_grad)
+        elif ctx.needs_input_grad[0]:
             token_grad = torch.empty(token_logits.shape, dtype=token_logits.dtype, device=token_logits.device)
             for b, frames in enumerate(lattice.logit_lengths.tolist()):
                 token_grad[b, frames:].zero_()

@@ -1,4 +1,7 @@
-"""avalign's TDT loss: exact (every path enumerated), equal to transformers' tdt_loss, fused joint == unfused."""
+"""avalign's TDT loss: exact (every path enumerated), equal to transformers' tdt_loss, fused joint == unfused.
+
+Every test runs twice: on the compiled CPU kernels (skipped where no C++ compiler exists) and on the PyTorch path.
+"""
 
 import importlib
 import math
@@ -8,11 +11,24 @@ import torch
 from torch import nn
 from transformers.loss.loss_tdt import tdt_loss as transformers_tdt_loss
 
+from avalign.modeling import tdt_kernels
 from avalign.modeling.tdt_loss import REDUCTIONS, fused_joint_tdt_loss, tdt_loss
 
 
 # the module itself: `avalign.modeling.tdt_loss` as an attribute is the function the package re-exports
 tdt_loss_module = importlib.import_module("avalign.modeling.tdt_loss")
+
+
+@pytest.fixture(params=["compiled", "pytorch"], autouse=True)
+def tdt_path(request, monkeypatch):
+    """The loss's implementation under test: the compiled kernels or the PyTorch fallback."""
+    tdt_kernels.kernel_library.cache_clear()
+    if request.param == "pytorch":
+        monkeypatch.setenv("AVALIGN_TDT_KERNELS", "0")
+    elif tdt_kernels.kernel_library() is None:
+        pytest.skip(f"compiled TDT kernels unavailable: {tdt_kernels.kernel_build_info.get('disabled')}")
+    yield request.param
+    tdt_kernels.kernel_library.cache_clear()
 
 
 def random_batch(batch, max_t, max_u, vocab, durations, logit_lengths, target_lengths, dtype=torch.float64, seed=0):

@@ -1,0 +1,316 @@
+// The CPU kernels of avalign's TDT loss (modeling/tdt_loss.py): one pass over the token logits forward, one
+// backward, and the float64 alpha/beta recursions. Built on first use by modeling/tdt_kernels.py (g++ -O3
+// -march=native) and called through ctypes; every function is extern "C" and takes raw pointers.
+//
+// Shapes: token logits (B, T, U+1, V) with element strides (sb, st, su) and unit stride over V, float32 or
+// bfloat16; per-state arrays (B, T, U+1) contiguous; label_ids (B, U+1); frames, labels (B,) = T_b, U_b.
+// Only the states t < T_b, u <= U_b are read; the gradient kernel also writes zeros everywhere else.
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <sys/mman.h>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int LANES = 16;
+typedef float vf __attribute__((vector_size(LANES * 4)));
+typedef int32_t vi __attribute__((vector_size(LANES * 4)));
+typedef uint32_t vu __attribute__((vector_size(LANES * 4)));
+
+constexpr float EXP_LOW = -86.3365f;  // log(FLT_MIN) + 1: exp never leaves the normal range (torch path: _exp_floor)
+constexpr float EXP_HIGH = 88.3f;
+constexpr float FLUSH = 3.2e-38f;     // gradient entries at or below this are written as 0 (_flush_level)
+constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+
+inline vf splat(float x) { return vf{} + x; }
+
+// exp on 16 lanes: Cody-Waite range reduction and Cephes' degree-6 polynomial (~1 ulp); arguments clamped.
+inline vf vexp(vf x) {
+    x = x < EXP_LOW ? splat(EXP_LOW) : x;
+    x = x > EXP_HIGH ? splat(EXP_HIGH) : x;
+    const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer in the low mantissa bits
+    vf shifted = x * 1.44269504f + magic;
+    vf n = shifted - magic;
+    vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi exponent = ((vi)shifted - (vi)magic) << 23;
+    return (vf)((vi)p + exponent);
+}
+
+template <typename In> inline vf load(const In* p);
+template <> inline vf load<float>(const float* p) {
+    vf v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+template <> inline vf load<uint16_t>(const uint16_t* p) {  // bfloat16: the top half of a float32
+    uint32_t bits[LANES];
+    for (int k = 0; k < LANES; ++k) bits[k] = uint32_t(p[k]) << 16;
+    vf v;
+    std::memcpy(&v, bits, sizeof v);
+    return v;
+}
+template <typename In> inline float scalar(In x);
+template <> inline float scalar<float>(float x) { return x; }
+template <> inline float scalar<uint16_t>(uint16_t x) {
+    uint32_t bits = uint32_t(x) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+// the last n < LANES values of a row, the other lanes filled with `fill`
+template <typename In> inline vf load_tail(const In* p, int64_t n, float fill) {
+    float buffer[LANES];
+    for (int k = 0; k < LANES; ++k) buffer[k] = k < n ? scalar<In>(p[k]) : fill;
+    return load<float>(buffer);
+}
+
+inline void store(float* p, vf v, int64_t n) { std::memcpy(p, &v, n * 4); }
+inline void store(uint16_t* p, vf v, int64_t n) {  // round to nearest even (values are finite)
+    vu bits = (vu)v;
+    vu rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    for (int64_t k = 0; k < n; ++k) p[k] = uint16_t(rounded[k]);
+}
+inline void store_one(float* p, float x) { *p = x; }
+inline void store_one(uint16_t* p, float x) { store(p, splat(x), 1); }
+
+inline float lane_max(vf v) {
+    float m = v[0];
+    for (int k = 1; k < LANES; ++k) m = v[k] > m ? v[k] : m;
+    return m;
+}
+inline float lane_sum(vf v) {
+    float s = 0;
+    for (int k = 0; k < LANES; ++k) s += v[k];
+    return s;
+}
+
+// Run body(b, t) for every valid frame of every utterance on `threads` threads (dynamic, a few frames at a time).
+template <typename Body>
+void for_frames(int64_t batch, int64_t max_t, const int64_t* frames, int threads, Body body) {
+    std::vector<int64_t> work;  // b * max_t + t
+    for (int64_t b = 0; b < batch; ++b)
+        for (int64_t t = 0; t < frames[b]; ++t) work.push_back(b * max_t + t);
+    std::atomic<int64_t> next{0};
+    const int64_t grain = 2, total = work.size();
+    auto run = [&] {
+        for (int64_t i; (i = next.fetch_add(grain)) < total;)
+            for (int64_t k = i; k < i + grain && k < total; ++k) body(work[k] / max_t, work[k] % max_t);
+    };
+    std::vector<std::thread> pool;
+    for (int k = 1; k < threads && k < total; ++k) pool.emplace_back(run);
+    run();
+    for (auto& thread : pool) thread.join();
+}
+
+template <typename In>
+void token_statistics(const In* logits, int64_t batch, int64_t max_t, int64_t max_u1, int64_t vocab, int64_t sb,
+                      int64_t st, int64_t su, const int64_t* label_ids, const int64_t* frames, const int64_t* labels,
+                      int64_t blank, float* log_normalizer, float* blank_logit, float* label_logit, uint8_t* finite,
+                      int threads) {
+    const int64_t whole = vocab / LANES * LANES;
+    for_frames(batch, max_t, frames, threads, [&](int64_t b, int64_t t) {
+        for (int64_t u = 0; u <= labels[b]; ++u) {
+            const In* row = logits + b * sb + t * st + u * su;
+            vf high = splat(NEG_INF);
+            vi nan = vi{};
+            for (int64_t v = 0; v < whole; v += LANES) {
+                vf x = load<In>(row + v);
+                nan |= x != x;
+                high = x > high ? x : high;
+            }
+            if (whole < vocab) {
+                vf x = load_tail<In>(row + whole, vocab - whole, NEG_INF);
+                nan |= x != x;
+                high = x > high ? x : high;
+            }
+            float m = lane_max(high);
+            bool ok = std::isfinite(m);
+            for (int k = 0; k < LANES; ++k) ok &= nan[k] == 0;
+            vf sum = vf{};
+            for (int64_t v = 0; v < whole && ok; v += LANES) sum += vexp(load<In>(row + v) - m);
+            if (whole < vocab && ok) {
+                vf e = vexp(load_tail<In>(row + whole, vocab - whole, 0.0f) - m);
+                for (int k = vocab - whole; k < LANES; ++k) e[k] = 0.0f;
+                sum += e;
+            }
+            const int64_t state = (b * max_t + t) * max_u1 + u;
+            log_normalizer[state] = ok ? std::log(lane_sum(sum)) + m : std::numeric_limits<float>::quiet_NaN();
+            blank_logit[state] = scalar<In>(row[blank]);
+            label_logit[state] = scalar<In>(row[label_ids[b * max_u1 + u]]);
+            finite[state] = ok;
+        }
+    });
+}
+
+// grad[v] = sign * exp(logit[v] - shift) (softmax times |occupancy|), flushed at FLUSH, minus the blank and label
+// arc occupancies at their ids; rows that are not significant, and states outside an utterance, get zeros.
+template <typename In, typename Out>
+void token_gradient(const In* logits, int64_t batch, int64_t max_t, int64_t max_u1, int64_t vocab, int64_t sb,
+                    int64_t st, int64_t su, Out* grad, int64_t gb, int64_t gt, int64_t gu, const float* shift,
+                    const float* blank_occupancy, const float* label_occupancy, const uint8_t* significant,
+                    const uint8_t* negative, const int64_t* label_ids, const int64_t* frames, const int64_t* labels,
+                    int64_t blank, int threads) {
+    const int64_t whole = vocab / LANES * LANES;
+    auto zero = [&](int64_t b, int64_t t, int64_t u) { std::memset(grad + b * gb + t * gt + u * gu, 0, vocab * sizeof(Out)); };
+    for (int64_t b = 0; b < batch; ++b)  // frames past T_b
+        for (int64_t t = frames[b]; t < max_t; ++t)
+            for (int64_t u = 0; u < max_u1; ++u) zero(b, t, u);
+    for_frames(batch, max_t, frames, threads, [&](int64_t b, int64_t t) {
+        for (int64_t u = 0; u < max_u1; ++u) {
+            const int64_t state = (b * max_t + t) * max_u1 + u;
+            if (u > labels[b] || !significant[state]) {
+                zero(b, t, u);
+                continue;
+            }
+            const In* row = logits + b * sb + t * st + u * su;
+            Out* out = grad + b * gb + t * gt + u * gu;
+            const float sign = negative[b] ? -1.0f : 1.0f, s = shift[state];
+            auto value = [&](vf x) {
+                vf e = vexp(x - s);
+                return e > FLUSH ? e * sign : vf{};
+            };
+            for (int64_t v = 0; v < whole; v += LANES) store(out + v, value(load<In>(row + v)), LANES);
+            if (whole < vocab) store(out + whole, value(load_tail<In>(row + whole, vocab - whole, 0.0f)), vocab - whole);
+            // the arc terms, in float32 as in the PyTorch path
+            const int64_t label = label_ids[b * max_u1 + u];
+            auto subtract = [&](int64_t v, float amount) {
+                float current = scalar<Out>(out[v]);
+                store_one(out + v, current - amount);
+            };
+            subtract(blank, blank_occupancy[state]);
+            subtract(label, label_occupancy[state]);
+        }
+    });
+}
+
+template <typename Body> void for_utterances(int64_t batch, int threads, Body body) {
+    std::atomic<int64_t> next{0};
+    auto run = [&] {
+        for (int64_t b; (b = next.fetch_add(1)) < batch;) body(b);
+    };
+    std::vector<std::thread> pool;
+    for (int k = 1; k < threads && k < batch; ++k) pool.emplace_back(run);
+    run();
+    for (auto& thread : pool) thread.join();
+}
+
+}  // namespace
+
+extern "C" {
+
+int avalign_tdt_abi_version() { return 1; }
+
+// Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh buffer, before anything touches it: a
+// gradient of 200 MB otherwise costs ~50k page faults, more time than the kernel that writes it.
+void avalign_advise_huge_pages(void* buffer, int64_t bytes) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = uintptr_t(1) << 21;
+    const uintptr_t start = (uintptr_t(buffer) + huge - 1) & ~(huge - 1), end = (uintptr_t(buffer) + bytes) & ~(huge - 1);
+    if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+#endif
+}
+
+// dtype: 0 float32, 1 bfloat16
+void avalign_tdt_token_statistics(const void* logits, int dtype, int64_t batch, int64_t max_t, int64_t max_u1,
+                                  int64_t vocab, int64_t sb, int64_t st, int64_t su, const int64_t* label_ids,
+                                  const int64_t* frames, const int64_t* labels, int64_t blank, float* log_normalizer,
+                                  float* blank_logit, float* label_logit, uint8_t* finite, int threads) {
+    if (dtype == 0)
+        token_statistics((const float*)logits, batch, max_t, max_u1, vocab, sb, st, su, label_ids, frames, labels,
+                         blank, log_normalizer, blank_logit, label_logit, finite, threads);
+    else
+        token_statistics((const uint16_t*)logits, batch, max_t, max_u1, vocab, sb, st, su, label_ids, frames,
+                         labels, blank, log_normalizer, blank_logit, label_logit, finite, threads);
+}
+
+// the gradient has the logits' dtype
+void avalign_tdt_token_gradient(const void* logits, int dtype, int64_t batch, int64_t max_t, int64_t max_u1,
+                                int64_t vocab, int64_t sb, int64_t st, int64_t su, void* grad, int64_t gb, int64_t gt,
+                                int64_t gu, const float* shift, const float* blank_occupancy,
+                                const float* label_occupancy, const uint8_t* significant, const uint8_t* negative,
+                                const int64_t* label_ids, const int64_t* frames, const int64_t* labels, int64_t blank,
+                                int threads) {
+    if (dtype == 0)
+        token_gradient((const float*)logits, batch, max_t, max_u1, vocab, sb, st, su, (float*)grad, gb, gt, gu, shift,
+                       blank_occupancy, label_occupancy, significant, negative, label_ids, frames, labels, blank,
+                       threads);
+    else
+        token_gradient((const uint16_t*)logits, batch, max_t, max_u1, vocab, sb, st, su, (uint16_t*)grad, gb, gt, gu,
+                       shift, blank_occupancy, label_occupancy, significant, negative, label_ids, frames, labels,
+                       blank, threads);
+}
+
+// alpha (B, T, U+1) float64: log-weight of all partial paths from (0, 0) to each state; -inf outside utterances.
+// blank, label: (B, T, U+1, D) arc log-weights (blank -inf at d = 0, label -inf at u = U+1 - 1); durations (D,).
+void avalign_tdt_log_alpha(const double* blank, const double* label, const int64_t* durations, int64_t n_durations,
+                           int64_t batch, int64_t max_t, int64_t max_u1, const int64_t* frames, const int64_t* labels,
+                           double* alpha, int threads) {
+    for_utterances(batch, threads, [&](int64_t b) {
+        double* a = alpha + b * max_t * max_u1;
+        const double* bl = blank + b * max_t * max_u1 * n_durations;
+        const double* la = label + b * max_t * max_u1 * n_durations;
+        for (int64_t i = 0; i < max_t * max_u1; ++i) a[i] = -INFINITY;
+        for (int64_t t = 0; t < frames[b]; ++t)
+            for (int64_t u = 0; u <= labels[b]; ++u) {
+                double terms[64];
+                int n = 0;
+                for (int64_t j = 0; j < n_durations; ++j) {
+                    const int64_t d = durations[j], s = t - d;
+                    if (s < 0) continue;
+                    if (d > 0) terms[n++] = a[s * max_u1 + u] + bl[(s * max_u1 + u) * n_durations + j];
+                    if (u > 0) terms[n++] = a[s * max_u1 + u - 1] + la[(s * max_u1 + u - 1) * n_durations + j];
+                }
+                double high = t == 0 && u == 0 ? 0.0 : -INFINITY;
+                for (int k = 0; k < n; ++k) high = terms[k] > high ? terms[k] : high;
+                if (high == -INFINITY) continue;
+                double sum = t == 0 && u == 0 ? std::exp(-high) : 0.0;
+                for (int k = 0; k < n; ++k) sum += std::exp(terms[k] - high);
+                a[t * max_u1 + u] = high + std::log(sum);
+            }
+    });
+}
+
+// beta (B, T, U+1) float64: log-weight of all partial paths from each state to the end; final (B, T, U+1) is the
+// log-weight of ending from each state (blank arcs that land exactly on T_b).
+void avalign_tdt_log_beta(const double* blank, const double* label, const double* final, const int64_t* durations,
+                          int64_t n_durations, int64_t batch, int64_t max_t, int64_t max_u1, const int64_t* frames,
+                          const int64_t* labels, double* beta, int threads) {
+    for_utterances(batch, threads, [&](int64_t b) {
+        const int64_t offset = b * max_t * max_u1;
+        double* be = beta + offset;
+        const double* bl = blank + offset * n_durations;
+        const double* la = label + offset * n_durations;
+        for (int64_t i = 0; i < max_t * max_u1; ++i) be[i] = -INFINITY;
+        for (int64_t t = frames[b] - 1; t >= 0; --t)
+            for (int64_t u = labels[b]; u >= 0; --u) {
+                double terms[65];
+                int n = 0;
+                terms[n++] = final[offset + t * max_u1 + u];
+                for (int64_t j = 0; j < n_durations; ++j) {
+                    const int64_t d = durations[j], s = t + d;
+                    if (s >= frames[b]) continue;
+                    if (d > 0) terms[n++] = be[s * max_u1 + u] + bl[(t * max_u1 + u) * n_durations + j];
+                    if (u < labels[b]) terms[n++] = be[s * max_u1 + u + 1] + la[(t * max_u1 + u) * n_durations + j];
+                }
+                double high = -INFINITY;
+                for (int k = 0; k < n; ++k) high = terms[k] > high ? terms[k] : high;
+                if (high == -INFINITY) continue;
+                double sum = 0.0;
+                for (int k = 0; k < n; ++k) sum += std::exp(terms[k] - high);
+                be[t * max_u1 + u] = high + std::log(sum);
+            }
+    });
+}
+
+}  // extern "C"

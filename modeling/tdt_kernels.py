@@ -1,0 +1,196 @@
+"""The compiled CPU kernels of the TDT loss (csrc/tdt_cpu.cpp): built on first use, cached, called through ctypes.
+
+Why a small C++ kernel_library and not numba or a torch extension: its one hot loop (exp over every logit) needs a
+vectorised exp, which GCC's vector extensions give without fast-math (numba needs Intel's SVML for that), and a plain
+shared kernel_library with extern "C" functions builds in about a second with any g++ (a torch extension takes a minute
+and ninja). ctypes releases the GIL during each call; the kernels run their own threads (torch.get_num_threads()).
+
+The kernel_library is built with `g++ -O3 -march=native` into a user cache folder: $AVALIGN_KERNEL_CACHE, else
+$XDG_CACHE_HOME/avalign/kernels, else ~/.cache/avalign/kernels (a temporary folder if none is writable), under a name
+that hashes the source, the flags, the compiler and the CPU, so a read-only install or a shared home folder works.
+Without a compiler (or with AVALIGN_TDT_KERNELS=0) `kernel_library()` returns None and the loss uses its PyTorch path.
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "tdt_cpu.cpp"
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+ABI_VERSION = 1
+MAX_KERNEL_DURATIONS = 32  # the recursions keep 2 arcs per duration on the stack
+DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+
+_i64, _ptr, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+SIGNATURES = {
+    "avalign_tdt_token_statistics": [_ptr, _int] + [_i64] * 7 + [_ptr] * 3 + [_i64] + [_ptr] * 4 + [_int],
+    "avalign_tdt_token_gradient": [_ptr, _int] + [_i64] * 7 + [_ptr] + [_i64] * 3 + [_ptr] * 8 + [_i64, _int],
+    "avalign_tdt_log_alpha": [_ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 3 + [_int],
+    "avalign_tdt_log_beta": [_ptr, _ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 3 + [_int],
+    "avalign_advise_huge_pages": [_ptr, _i64],
+}
+kernel_build_info = {}  # path, compile_s (0 when loaded from the cache), or the reason the kernels are off
+
+
+def _cache_dir():
+    if os.environ.get("AVALIGN_KERNEL_CACHE"):
+        return Path(os.environ["AVALIGN_KERNEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avalign" / "kernels"
+
+
+def _cpu_flags():
+    try:
+        return next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def _build(compiler, target):
+    """Compile into a temporary file next to `target`, then rename: concurrent builds never see a partial file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
+    os.close(handle)
+    try:
+        subprocess.run([compiler, *FLAGS, "-o", partial, str(SOURCE)], check=True, capture_output=True, text=True)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _load(path):
+    lib = ctypes.CDLL(str(path))
+    if lib.avalign_tdt_abi_version() != ABI_VERSION:
+        raise OSError(f"{path} has ABI version {lib.avalign_tdt_abi_version()}, expected {ABI_VERSION}")
+    for name, arguments in SIGNATURES.items():
+        getattr(lib, name).argtypes, getattr(lib, name).restype = arguments, None
+    return lib
+
+
+@functools.cache
+def kernel_library():
+    """The loaded kernel kernel_library, built on first use; None where it cannot be (the reason is in `build_info`)."""
+    kernel_build_info.clear()
+    if os.environ.get("AVALIGN_TDT_KERNELS", "1") == "0":
+        kernel_build_info["disabled"] = "AVALIGN_TDT_KERNELS=0"
+        return None
+    if not SOURCE.exists():  # e.g. a Hub folder's copy of the modeling code (transformers copies .py files only)
+        kernel_build_info["disabled"] = f"kernel source {SOURCE} not found"
+        return None
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None or platform.system() == "Windows":
+        kernel_build_info["disabled"] = "no C++ compiler found (g++ or $CXX)"
+        logger.info("TDT loss: %s; using the PyTorch path", kernel_build_info["disabled"])
+        return None
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _cpu_flags()]).encode()).hexdigest()[:16]
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"avalign-kernels-{os.getuid()}"):
+        path = folder / f"tdt_cpu-{key}.so"
+        try:
+            started = time.perf_counter()
+            compiled = not path.exists()
+            if compiled:
+                _build(compiler, path)
+            lib = _load(path)
+            kernel_build_info.update(path=str(path), compile_s=time.perf_counter() - started if compiled else 0.0)
+            return lib
+        except subprocess.CalledProcessError as error:
+            kernel_build_info["disabled"] = f"{compiler} failed: {error.stderr.strip()[-2000:]}"
+            break
+        except OSError as error:  # an unwritable cache folder: try the next one
+            kernel_build_info["disabled"] = f"{folder}: {error}"
+    logger.warning("TDT loss: compiled kernels unavailable (%s); using the PyTorch path", kernel_build_info["disabled"])
+    return None
+
+
+def kernels_for(token_logits):
+    """The kernel_library, if it serves these CPU logits (float32 or bfloat16, unit stride over V); else None."""
+    if token_logits.device.type != "cpu" or token_logits.dtype not in DTYPES or token_logits.stride(-1) != 1:
+        return None
+    return kernel_library()
+
+
+def _p(tensor):
+    return ctypes.c_void_p(tensor.data_ptr())
+
+
+def _indices(*tensors):
+    """int64, contiguous; bound to names by the caller, so that they outlive the call that reads their pointers."""
+    return [x.long().contiguous() for x in tensors]
+
+
+def _threads():
+    return torch.get_num_threads()
+
+
+def compiled_token_statistics(lib, token_logits, label_ids, logit_lengths, target_lengths, blank_token_id):
+    """(B, T, U+1, V) logits -> log-normaliser, blank logit, label logit (float32) and finiteness (bool), (B, T, U+1).
+    States outside an utterance hold zeros (and True)."""
+    batch, max_t, max_u1, vocab = token_logits.shape
+    log_normalizer, blank, label = token_logits.new_zeros((3, batch, max_t, max_u1), dtype=torch.float32)
+    finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool)
+    label_ids, frames, labels = _indices(label_ids, logit_lengths, target_lengths)
+    lib.avalign_tdt_token_statistics(
+        _p(token_logits), DTYPES[token_logits.dtype], batch, max_t, max_u1, vocab, *token_logits.stride()[:3],
+        _p(label_ids), _p(frames), _p(labels), blank_token_id, _p(log_normalizer), _p(blank), _p(label), _p(finite),
+        _threads(),
+    )
+    return log_normalizer, blank, label, finite
+
+
+def empty_gradient(lib, token_logits):
+    """An uninitialised tensor like token_logits, contiguous, on transparent huge pages where the OS offers them."""
+    out = torch.empty(token_logits.shape, dtype=token_logits.dtype)
+    if out.nbytes >= 1 << 22:
+        lib.avalign_advise_huge_pages(_p(out), out.nbytes)
+    return out
+
+
+def compiled_token_gradient(lib, token_logits, gradient, label_ids, logit_lengths, target_lengths, blank_token_id,
+                            out):
+    """Write d loss / d token_logits (B, T, U+1, V) into `out` (same shape and dtype, unit stride over V) from the
+    per-state `_TokenGradient`; zeros outside the utterances and on rows that are not significant."""
+    batch, max_t, max_u1, vocab = token_logits.shape
+    per_state = [x.float().contiguous() for x in (gradient.softmax_shift, gradient.blank_occupancy,
+                                                  gradient.label_occupancy)]
+    significant = gradient.significant.contiguous()
+    negative = torch.tensor(gradient.negative, dtype=torch.bool)
+    label_ids, frames, labels = _indices(label_ids, logit_lengths, target_lengths)
+    lib.avalign_tdt_token_gradient(
+        _p(token_logits), DTYPES[token_logits.dtype], batch, max_t, max_u1, vocab, *token_logits.stride()[:3],
+        _p(out), *out.stride()[:3], *map(_p, per_state), _p(significant), _p(negative), _p(label_ids), _p(frames),
+        _p(labels), blank_token_id, _threads(),
+    )
+
+
+def compiled_log_alpha(lib, blank, label, durations, logit_lengths, target_lengths):
+    """(B, T, U+1, D) float64 arc log-weights -> alpha (B, T, U+1), -inf outside the utterances."""
+    alpha = torch.empty(blank.shape[:3], dtype=torch.float64)
+    blank, label = blank.contiguous(), label.contiguous()
+    durations, frames, labels = _indices(torch.tensor(durations), logit_lengths, target_lengths)
+    lib.avalign_tdt_log_alpha(_p(blank), _p(label), _p(durations), len(durations), *blank.shape[:3], _p(frames),
+                              _p(labels), _p(alpha), _threads())
+    return alpha
+
+
+def compiled_log_beta(lib, blank, label, final, durations, logit_lengths, target_lengths):
+    """Arc log-weights (B, T, U+1, D) and the end log-weights (B, T, U+1) -> beta (B, T, U+1), -inf outside."""
+    beta = torch.empty(blank.shape[:3], dtype=torch.float64)
+    blank, label, final = blank.contiguous(), label.contiguous(), final.contiguous()
+    durations, frames, labels = _indices(torch.tensor(durations), logit_lengths, target_lengths)
+    lib.avalign_tdt_log_beta(_p(blank), _p(label), _p(final), _p(durations), len(durations), *blank.shape[:3],
+                             _p(frames), _p(labels), _p(beta), _threads())
+    return beta
