@@ -14,7 +14,12 @@ FRAMES_PER_LABEL encoder frames (0.32 s of audio) on average.
 
 import argparse
 import copy
+import json
+import os
+import subprocess
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor
@@ -24,10 +29,13 @@ from avalign.modeling import FastConformerConfig, FastConformerCTCTDTConfig, Fas
 
 from bench_encoder import goal, padded_features, print_results, timed
 
-TARGET_SPEEDUP = 5.0
+TARGET_SPEEDUP = 5.0  # over transformers' generate
+TARGET_NEMO_SPEEDUP = 1.0  # over NeMo's label looping
 LOGIT_STD = 2.0
 DURATION_BIAS = (-10.0, 0.0, 0.0, 0.0, 0.0)  # durations 0..4: labels and blanks advance 1-4 frames
 FRAMES_PER_LABEL = 4.0
+PEERS = Path(__file__).parent / "peers"
+NEMO_PYTHON = Path(os.environ.get("AVALIGN_NEMO_PYTHON", PEERS / ".venv-nemo" / "bin" / "python"))
 
 
 class TokensOnly(LogitsProcessor):
@@ -47,7 +55,10 @@ def build_model(preset: str, vocab_size: int, decoder_hidden_size: int, seed: in
         encoder_config=FastConformerConfig.from_preset(preset).to_dict(), vocab_size=vocab_size,
         decoder_hidden_size=decoder_hidden_size,
     )
-    return FastConformerForCTCTDT(config).to(device).eval()
+    model = FastConformerForCTCTDT(config)
+    with torch.no_grad():  # NeMo's blank is a padding index (a zero embedding): ours too, so one set of weights
+        model.decoder.embedding.weight[model.config.blank_token_id] = 0.0  # serves every peer
+    return model.to(device).eval()
 
 
 # ------------------------------------------------------------------------------------ realistic emission statistics
@@ -125,6 +136,28 @@ def max_labels_on_one_frame(frame_timestamps: list[list[int]]) -> int:
     return max((frames.count(frame) for frames in frame_timestamps for frame in set(frames)), default=0)
 
 
+# ------------------------------------------------------------------------------------------------------ NeMo's side
+def nemo_label_looping(model, encoder_states, encoder_lengths, repeats: int, threads: int) -> dict:
+    """NeMo's `GreedyBatchedTDTInfer` (label looping, torch implementation) on the same weights and encoder states, in
+    NeMo's own environment (peers/make_nemo_env.sh) through peers/nemo_greedy_tdt.py. -> its labels, timestamps and
+    times, or {"missing": why} where the environment is not there."""
+    if not NEMO_PYTHON.exists():
+        return dict(missing=f"{NEMO_PYTHON} not found: run benchmarks/peers/make_nemo_env.sh")
+    config = model.config
+    inputs = dict(decoder=model.decoder.state_dict(), joint=model.joint.state_dict(), vocab_size=config.vocab_size,
+                  hidden_size=config.decoder_hidden_size, num_layers=config.num_decoder_layers,
+                  activation=config.hidden_act, durations=list(config.durations),
+                  max_symbols_per_step=config.max_symbols_per_step, encoder_states=encoder_states.cpu(),
+                  encoder_lengths=encoder_lengths.cpu(), threads=threads, repeats=repeats)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(inputs, f"{folder}/inputs.pt")
+        run = subprocess.run([str(NEMO_PYTHON), str(PEERS / "nemo_greedy_tdt.py"), f"{folder}/inputs.pt",
+                              f"{folder}/outputs.json"], capture_output=True, text=True)
+        if run.returncode:
+            return dict(missing=f"nemo_greedy_tdt.py failed: {run.stderr.strip()[-1500:]}")
+        return json.loads(Path(f"{folder}/outputs.json").read_text())
+
+
 # -------------------------------------------------------------------------------------------------------- checks
 def compare_outputs(model, tdt, features, mask, encoder_states, encoder_lengths, encoder_outputs=None) -> dict:
     """Decode with both; identical labels and timestamps per utterance?"""
@@ -189,6 +222,19 @@ def main(quick: bool = False, device: str = "cpu", threads: int = 2) -> dict:
                       "peer": lambda: stock_generate(tdt, features, mask, encoder_outputs)}, repeats, device)
     end_to_end = timed({"avalign": lambda: model.transcribe(features, mask),
                         "peer": lambda: stock_generate(tdt, features, mask)}, repeats, device)
+    goals = [goal(f"TDT greedy decoding, decoding only (B={batch_size})", decoding, TARGET_SPEEDUP),
+             goal(f"TDT greedy decoding, end to end with the {preset} encoder (B={batch_size})", end_to_end)]
+    nemo = nemo_label_looping(model, states, lengths, repeats, threads) if device == "cpu" else dict(missing="CPU only")
+    if "missing" not in nemo:
+        ours = model.tdt_greedy_decode(states, lengths)
+        checks["nemo"] = dict(identical_tokens=ours.sequences == nemo["sequences"],
+                              identical_timestamps=ours.frame_timestamps == nemo["frame_timestamps"],
+                              nemo_version=nemo["nemo_version"], torch_version=nemo["torch_version"],
+                              timing="NeMo in its own process, median of the same number of repeats after a warm-up")
+        goals.insert(1, goal(f"TDT greedy decoding, decoding only, vs NeMo label looping (B={batch_size})",
+                             dict(avalign=decoding["avalign"], peer=nemo), TARGET_NEMO_SPEEDUP))
+    else:
+        checks["nemo"] = nemo
     return {
         "name": "greedy_decoding", "device": device, "threads": threads,
         "settings": dict(encoder_preset=preset, batch_size=batch_size, utterance_seconds=list(seconds),
@@ -196,8 +242,7 @@ def main(quick: bool = False, device: str = "cpu", threads: int = 2) -> dict:
                          decoder_hidden_size=decoder_hidden_size, durations=model.config.durations,
                          repeats=repeats, emissions=emissions),
         "checks": checks,
-        "goals": [goal(f"TDT greedy decoding, decoding only (B={batch_size})", decoding, TARGET_SPEEDUP),
-                  goal(f"TDT greedy decoding, end to end with the {preset} encoder (B={batch_size})", end_to_end)],
+        "goals": goals,
     }
 
 
