@@ -43,6 +43,9 @@ from .tdt_kernels import (
 
 
 REDUCTIONS = ("mean_volume", "mean_batch", "mean", "sum", "none")
+# (t, u) positions of the joint computed at once by fused_joint_tdt_loss: per-chunk costs (Python, autograd, a kernel
+# call) fall below the GEMMs' from ~16k on; memory ~16k x (V + D) x 10 bytes (benchmarks/bench_train_step.py)
+JOINT_CHUNK_POSITIONS = 1 << 14
 CHUNK_LOGITS = 1 << 19  # token logits read per chunk in tdt_loss: 2 MiB of float32, temporaries stay in cache
 NEG_INF = float("-inf")
 
@@ -616,7 +619,7 @@ def fused_joint_tdt_loss(
     sigma: float = 0.0,
     reduction: str = "mean",
     zero_infinity: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = JOINT_CHUNK_POSITIONS,
 ) -> torch.Tensor:
     """`tdt_loss(joint[..., :V], joint[..., V:], ...)` with joint = joint_head(activation(enc[:, :, None] +
     dec[:, None])) computed `chunk_size` (t, u) positions at a time: the (B, T, U+1, V+D) joint is never materialised.

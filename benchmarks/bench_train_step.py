@@ -1,0 +1,98 @@
+"""The demo's stage-3 training step on CPU: the hybrid CTC + TDT loss against the same step with CTC only, side by side
+in one run, and the hybrid step on avalign's PyTorch TDT path (no compiled kernels) for the change they make.
+
+The model is the demo's stage-3 model (the "demo" encoder preset, 4x subsampling, vocabulary 450, a 160-wide
+prediction network, CTC weight 0.5, the fused joint), in the precision `mixed_precision: auto` picks on this machine.
+A batch is the demo's largest: 30 s of audio, 8 utterances of 3.75 s with 45 labels each (random log-mels and labels:
+the step's cost depends on the shapes, not the content). A step is forward, backward and the AdamW update.
+
+    python benchmarks/bench_train_step.py [--quick] [--threads 2]
+"""
+
+import argparse
+import contextlib
+
+import torch
+
+from avalign.modeling import FastConformerConfig, FastConformerCTCTDTConfig, FastConformerForCTCTDT
+from avalign.training.precision import choose_precision
+
+from bench_encoder import padded_features, print_results
+from bench_tdt_loss import goal_row, pytorch_path
+from _measure import interleaved_times, machine
+
+TARGET_HYBRID_OVER_CTC = 1.15  # the hybrid step at most 1.15x the CTC-only one
+VOCAB_SIZE, DECODER_HIDDEN_SIZE, LABELS = 450, 160, 45
+DEMO_STAGE3_STEPS = 400  # training/configs/asr_demo.yaml max_steps, per stage-3 run
+
+
+def build_step(ctc_loss_weight: float, batch: dict, precision: str, compiled: bool = True, seed: int = 0):
+    """A zero-argument training step of a fresh demo stage-3 model."""
+    torch.manual_seed(seed)
+    encoder = FastConformerConfig.from_preset("demo")
+    config = FastConformerCTCTDTConfig(encoder_config=encoder.to_dict(), vocab_size=VOCAB_SIZE,
+                                       decoder_hidden_size=DECODER_HIDDEN_SIZE, ctc_loss_weight=ctc_loss_weight)
+    model = FastConformerForCTCTDT(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+
+    def step():
+        with contextlib.nullcontext() if compiled else pytorch_path():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model(batch["input_features"], batch["attention_mask"], labels=batch["labels"]).loss
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def demo_batch(batch_size: int, seconds: float) -> dict:
+    features, mask, _ = padded_features(batch_size, seconds, seconds)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, VOCAB_SIZE - 1, (batch_size, LABELS), generator=generator)  # blank = VOCAB_SIZE - 1
+    return dict(input_features=features, attention_mask=mask, labels=labels)
+
+
+def main(quick: bool = False, threads: int = 2) -> dict:
+    torch.set_num_threads(threads)
+    started_on = machine()
+    precision = choose_precision("auto", device="cpu")
+    batch_size, seconds, repeats = (2, 2.0, 2) if quick else (8, 3.75, 5)
+    batch = demo_batch(batch_size, seconds)
+    steps = {
+        "hybrid": build_step(0.5, batch, precision.precision),
+        "ctc_only": build_step(1.0, batch, precision.precision),
+        "hybrid_pytorch_tdt": build_step(0.5, batch, precision.precision, compiled=False),
+    }
+    times = interleaved_times(steps, repeats, warmup=1)
+    saved = times["hybrid_pytorch_tdt"]["wall_s"] - times["hybrid"]["wall_s"]
+    return {
+        "name": "train_step", "device": "cpu", "threads": threads,
+        "settings": dict(batch_size=batch_size, utterance_seconds=seconds, labels=LABELS, vocab_size=VOCAB_SIZE,
+                         precision=precision.precision, precision_reason=precision.reason,
+                         cpu_capability=torch.backends.cpu.get_cpu_capability(), repeats=repeats,
+                         machine=started_on),
+        "checks": dict(
+            hybrid_over_ctc_only=times["hybrid"]["wall_s"] / times["ctc_only"]["wall_s"],
+            seconds_saved_per_hybrid_step=saved,
+            demo_stage3_minutes_saved_per_run=saved * DEMO_STAGE3_STEPS / 60,
+        ),
+        "times": times,
+        "goals": [
+            goal_row("stage-3 step (demo, 30 s batch), hybrid CTC+TDT vs CTC only", times["hybrid"],
+                     times["ctc_only"], "s", 1 / TARGET_HYBRID_OVER_CTC,
+                     f"<= {TARGET_HYBRID_OVER_CTC:g}x CTC only (>= {1 / TARGET_HYBRID_OVER_CTC:.3g}x)"),
+            goal_row("stage-3 step (demo, 30 s batch), hybrid, compiled TDT kernels vs the PyTorch TDT path",
+                     times["hybrid"], times["hybrid_pytorch_tdt"], "s"),
+        ],
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small batch, fewer repeats")
+    parser.add_argument("--threads", type=int, default=2)
+    arguments = parser.parse_args()
+    results = main(quick=arguments.quick, threads=arguments.threads)
+    print_results(results)
+    print(f"  times: {results['times']}")
