@@ -29,7 +29,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "tdt_cpu.cpp"
-FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp"]  # OpenMP: torch's libgomp
 ABI_VERSION = 1
 MAX_KERNEL_DURATIONS = 32  # the recursions keep 2 arcs per duration on the stack
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
@@ -59,12 +59,16 @@ def _cpu_flags():
 
 
 def _build(compiler, target):
-    """Compile into a temporary file next to `target`, then rename: concurrent builds never see a partial file."""
+    """Compile into a temporary file next to `target`, then rename: concurrent builds never see a partial file.
+    A compiler without OpenMP builds the std::thread version."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
     os.close(handle)
     try:
-        subprocess.run([compiler, *FLAGS, "-o", partial, str(SOURCE)], check=True, capture_output=True, text=True)
+        command = [compiler, *FLAGS, "-o", partial, str(SOURCE)]
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            command.remove("-fopenmp")
+            subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):

@@ -44,8 +44,9 @@ from .tdt_kernels import (
 
 REDUCTIONS = ("mean_volume", "mean_batch", "mean", "sum", "none")
 # (t, u) positions of the joint computed at once by fused_joint_tdt_loss: per-chunk costs (Python, autograd, a kernel
-# call) fall below the GEMMs' from ~16k on; memory ~16k x (V + D) x 10 bytes (benchmarks/bench_train_step.py)
-JOINT_CHUNK_POSITIONS = 1 << 14
+# call) shrink with larger chunks (benchmarks/bench_train_step.py), memory grows (~13 KB a position at V = 1025:
+# bench_fused_joint keeps it under 1/3 of the unfused joint)
+JOINT_CHUNK_POSITIONS = 1 << 13
 CHUNK_LOGITS = 1 << 19  # token logits read per chunk in tdt_loss: 2 MiB of float32, temporaries stay in cache
 NEG_INF = float("-inf")
 

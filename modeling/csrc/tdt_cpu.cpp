@@ -95,22 +95,32 @@ inline float lane_sum(vf v) {
     return s;
 }
 
-// Run body(b, t) for every valid frame of every utterance on `threads` threads (dynamic, a few frames at a time).
+// Run body(i) for i in [0, total) on `threads` threads, a few at a time. With OpenMP this is torch's own thread pool
+// (the library links the libgomp that torch has loaded), so no thread is started or left spinning against torch's.
+template <typename Body> void parallel_for(int64_t total, int64_t grain, int threads, Body body) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, grain) num_threads(threads) if (threads > 1 && total > 1)
+    for (int64_t i = 0; i < total; ++i) body(i);
+#else
+    std::atomic<int64_t> next{0};
+    auto run = [&] {
+        for (int64_t i; (i = next.fetch_add(grain)) < total;)
+            for (int64_t k = i; k < i + grain && k < total; ++k) body(k);
+    };
+    std::vector<std::thread> pool;
+    for (int k = 1; k < threads && k * grain < total; ++k) pool.emplace_back(run);
+    run();
+    for (auto& thread : pool) thread.join();
+#endif
+}
+
+// Run body(b, t) for every valid frame of every utterance.
 template <typename Body>
 void for_frames(int64_t batch, int64_t max_t, const int64_t* frames, int threads, Body body) {
     std::vector<int64_t> work;  // b * max_t + t
     for (int64_t b = 0; b < batch; ++b)
         for (int64_t t = 0; t < frames[b]; ++t) work.push_back(b * max_t + t);
-    std::atomic<int64_t> next{0};
-    const int64_t grain = 2, total = work.size();
-    auto run = [&] {
-        for (int64_t i; (i = next.fetch_add(grain)) < total;)
-            for (int64_t k = i; k < i + grain && k < total; ++k) body(work[k] / max_t, work[k] % max_t);
-    };
-    std::vector<std::thread> pool;
-    for (int k = 1; k < threads && k < total; ++k) pool.emplace_back(run);
-    run();
-    for (auto& thread : pool) thread.join();
+    parallel_for(work.size(), 2, threads, [&](int64_t i) { body(work[i] / max_t, work[i] % max_t); });
 }
 
 template <typename In>
@@ -195,14 +205,7 @@ void token_gradient(const In* logits, int64_t batch, int64_t max_t, int64_t max_
 }
 
 template <typename Body> void for_utterances(int64_t batch, int threads, Body body) {
-    std::atomic<int64_t> next{0};
-    auto run = [&] {
-        for (int64_t b; (b = next.fetch_add(1)) < batch;) body(b);
-    };
-    std::vector<std::thread> pool;
-    for (int k = 1; k < threads && k < batch; ++k) pool.emplace_back(run);
-    run();
-    for (auto& thread : pool) thread.join();
+    parallel_for(batch, 1, threads, body);
 }
 
 }  // namespace
