@@ -43,10 +43,10 @@ from .tdt_kernels import (
 
 
 REDUCTIONS = ("mean_volume", "mean_batch", "mean", "sum", "none")
-# (t, u) positions of the joint computed at once by fused_joint_tdt_loss: per-chunk costs (Python, autograd, a kernel
-# call) shrink with larger chunks (benchmarks/bench_train_step.py), memory grows (~13 KB a position at V = 1025:
-# bench_fused_joint keeps it under 1/3 of the unfused joint)
-JOINT_CHUNK_POSITIONS = 1 << 13
+# fused_joint_tdt_loss's default chunk: as many (t, u) positions as fit 24 MiB of float32 joint activations and
+# outputs (H + V + D per position). Per-chunk costs (Python, autograd, a kernel call) shrink with larger chunks and
+# memory grows: 24 MiB keeps bench_fused_joint under 1/3 of the unfused peak and the demo's utterances in one chunk.
+JOINT_CHUNK_BYTES = 24 << 20
 CHUNK_LOGITS = 1 << 19  # token logits read per chunk in tdt_loss: 2 MiB of float32, temporaries stay in cache
 NEG_INF = float("-inf")
 
@@ -620,7 +620,7 @@ def fused_joint_tdt_loss(
     sigma: float = 0.0,
     reduction: str = "mean",
     zero_infinity: bool = False,
-    chunk_size: int = JOINT_CHUNK_POSITIONS,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """`tdt_loss(joint[..., :V], joint[..., V:], ...)` with joint = joint_head(activation(enc[:, :, None] +
     dec[:, None])) computed `chunk_size` (t, u) positions at a time: the (B, T, U+1, V+D) joint is never materialised.
@@ -634,7 +634,8 @@ def fused_joint_tdt_loss(
         decoder_states: (B, U+1, H) prediction-network output, already projected (decoder_projector).
         joint_head: nn.Linear(H, V + D): the first V outputs are token logits (blank included), the last D durations.
         activation: a callable without trainable parameters (e.g. the joint's ACT2FN activation).
-        chunk_size: (t, u) joint positions computed at once (rounded to whole frames).
+        chunk_size: (t, u) joint positions computed at once (rounded to whole frames); by default as many as fit
+            JOINT_CHUNK_BYTES of float32 (H + V + D per position).
         The other arguments are those of `tdt_loss`.
     """
     _check_options(durations, reduction)
@@ -655,6 +656,8 @@ def fused_joint_tdt_loss(
         )
     if isinstance(activation, nn.Module) and any(p.requires_grad for p in activation.parameters()):
         raise ValueError("activation has trainable parameters: the fused backward returns no gradient for them.")
+    if chunk_size is None:
+        chunk_size = max(1, JOINT_CHUNK_BYTES // (4 * (hidden + joint_head.out_features)))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     vocab_size = joint_head.out_features - len(durations)
