@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 from torch import nn
+from transformers.loss.loss_tdt import tdt_loss as transformers_tdt_loss
 
 from avalign.modeling import tdt_kernels
 from avalign.modeling.tdt_loss import fused_joint_tdt_loss, tdt_loss
@@ -75,7 +76,8 @@ def test_compiled_path_matches_pytorch_path_on_padded_batches(monkeypatch, durat
 
 @needs_compiler
 def test_long_targets_agree_with_float64(monkeypatch):
-    """U = 400 labels over T = 1,500 frames: float32 logits, float64 recursions, against the float64 PyTorch path."""
+    """U = 400 labels over T = 1,500 frames: float32 logits, float64 recursions, against the float64 PyTorch path
+    (and against transformers' float32 recursions, where the cancellation shows)."""
     durations = [0, 1, 2, 3, 4]
     token_logits, duration_logits, arguments = padded_batch(1, 1500, 400, 6, durations, seed=3)
     arguments.update(logit_lengths=torch.tensor([1500]), target_lengths=torch.tensor([400]), reduction="sum")
@@ -84,8 +86,13 @@ def test_long_targets_agree_with_float64(monkeypatch):
     exact = on_path(False, monkeypatch, loss_and_grads, token_logits.double(), duration_logits.double(), arguments)
     assert loss.item() > 500  # a long target: the regime where float32 alpha + beta - log-likelihood cancels
     assert abs(loss.double() - exact[0]) / exact[0] < 1e-6
-    assert (token_grad.double() - exact[1]).abs().max() < 1e-5
+    token_error = (token_grad.double() - exact[1]).abs().max()
+    assert token_error < 1e-5
     assert (duration_grad.double() - exact[2]).abs().max() < 1e-5
+    # transformers' loss keeps its recursions in float32: there its token gradient is >= 10x further off
+    theirs = token_logits.detach().requires_grad_()
+    transformers_tdt_loss(theirs, duration_logits, **arguments).backward()
+    assert (theirs.grad.double() - exact[1]).abs().max() > 10 * token_error
 
 
 @needs_compiler
