@@ -38,7 +38,8 @@ from avalign.training.precision import choose_precision
 NAMESPACE = "someone"
 LANGUAGES = ("hi", "en")
 SYSTEMS, FRACTIONS, SPLITS, DECODINGS = ("aligned", "baseline"), ("0.25", "1.0"), ("test", "test_ood"), ("tdt", "ctc")
-REMOTE_CODE = {"configuration_fastconformer.py", "modeling_fastconformer.py", "pipeline_fastconformer.py", "tdt_loss.py"}
+REMOTE_CODE = {"configuration_fastconformer.py", "modeling_fastconformer.py", "pipeline_fastconformer.py", "tdt_loss.py",
+               "tdt_kernels.py"}
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE}
 STOCK_FILES = {"config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
                "tokenizer_config.json"}  # fmt: skip

@@ -8,7 +8,8 @@ A stage's upload folder holds only what loads the model (never checkpoints/, log
 
     model.safetensors                        weights (or the shards and model.safetensors.index.json)
     config.json                              with `auto_map` pointing at the remote code save_pretrained wrote:
-    configuration_fastconformer.py, modeling_fastconformer.py, tdt_loss.py
+    configuration_fastconformer.py, modeling_fastconformer.py, tdt_loss.py,
+    tdt_kernels.py                           (remote code runs the loss's PyTorch path: the C++ source is not copied)
     preprocessor_config.json                 ParakeetFeatureExtractor
     README.md                                the model card (hub_cards/<stage>_card.md.j2)
     pipeline_fastconformer.py                the pipeline class the stage-3 config names in `custom_pipelines`
