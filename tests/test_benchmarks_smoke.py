@@ -126,3 +126,18 @@ def test_precision_goals_compare_auto_with_fp32_and_bf16():
     assert [row["met"] for row in rows] == [True, True] and "auto (fp32) vs bf16" in rows[1]["goal"]
     slow = {**times, "auto": {"wall_s": 2.0, "cpu_s": 4.0}}  # auto at 2x fp32 misses the 1.3x goal
     assert not bench_precision.goals("avx2", {**record, "step_seconds": {"stage 1": slow}})[0]["met"]
+
+
+def test_asr_pipeline_benchmark_folders_give_the_stock_pipelines_texts(tmp_path):
+    """avalign's pipeline on a calibrated stage-3 folder writes, in padded batches, what the stock pipeline writes on
+    its export one clip at a time."""
+    import bench_asr_pipeline
+    from transformers import pipeline
+
+    clips = bench_asr_pipeline.noise_clips(3, 1.0, 2.0)
+    ours_folder, stock_folder = bench_asr_pipeline.make_folders(str(tmp_path), "tiny", 16, clips)
+    ours = pipeline(bench_asr_pipeline.TASK, model=ours_folder, trust_remote_code=True)
+    stock = pipeline(bench_asr_pipeline.TASK, model=stock_folder)
+    texts = [output["text"] for output in ours(clips, batch_size=2)]
+    assert texts == [output["text"] for output in stock(clips, batch_size=1)]
+    assert sum(map(len, texts)) > 0  # the calibrated joint emits labels
