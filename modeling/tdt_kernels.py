@@ -1,11 +1,12 @@
 """The compiled CPU kernels of the TDT loss (csrc/tdt_cpu.cpp): built on first use, cached, called through ctypes.
 
-Why a small C++ kernel_library and not numba or a torch extension: its one hot loop (exp over every logit) needs a
+Why a small C++ library and not numba or a torch extension: its one hot loop (exp over every logit) needs a
 vectorised exp, which GCC's vector extensions give without fast-math (numba needs Intel's SVML for that), and a plain
-shared kernel_library with extern "C" functions builds in about a second with any g++ (a torch extension takes a minute
-and ninja). ctypes releases the GIL during each call; the kernels run their own threads (torch.get_num_threads()).
+shared library with extern "C" functions builds in about a second with any g++ (a torch extension takes a minute and
+ninja). ctypes releases the GIL during each call; the kernels run torch.get_num_threads() OpenMP threads on the
+libgomp that torch has already loaded (the same soname), so they share torch's pool.
 
-The kernel_library is built with `g++ -O3 -march=native` into a user cache folder: $AVALIGN_KERNEL_CACHE, else
+The library is built with `g++ -O3 -march=native` into a user cache folder: $AVALIGN_KERNEL_CACHE, else
 $XDG_CACHE_HOME/avalign/kernels, else ~/.cache/avalign/kernels (a temporary folder if none is writable), under a name
 that hashes the source, the flags, the compiler and the CPU, so a read-only install or a shared home folder works.
 Without a compiler (or with AVALIGN_TDT_KERNELS=0) `kernel_library()` returns None and the loss uses its PyTorch path.
@@ -86,7 +87,7 @@ def _load(path):
 
 @functools.cache
 def kernel_library():
-    """The loaded kernel kernel_library, built on first use; None where it cannot be (the reason is in `build_info`)."""
+    """The loaded kernel library, built on first use; None where it cannot be (the reason: `kernel_build_info`)."""
     kernel_build_info.clear()
     if os.environ.get("AVALIGN_TDT_KERNELS", "1") == "0":
         kernel_build_info["disabled"] = "AVALIGN_TDT_KERNELS=0"
@@ -121,7 +122,7 @@ def kernel_library():
 
 
 def kernels_for(token_logits):
-    """The kernel_library, if it serves these CPU logits (float32 or bfloat16, unit stride over V); else None."""
+    """The kernel library, if it serves these CPU logits (float32 or bfloat16, unit stride over V); else None."""
     if token_logits.device.type != "cpu" or token_logits.dtype not in DTYPES or token_logits.stride(-1) != 1:
         return None
     return kernel_library()
@@ -181,10 +182,10 @@ def compiled_token_gradient(lib, token_logits, gradient, label_ids, logit_length
 
 
 def compiled_log_alpha(lib, blank, label, durations, logit_lengths, target_lengths):
-    """(B, T, U+1, D) float64 arc log-weights -> alpha (B, T, U+1), -inf outside the utterances."""
+    """(B, T, U+1, D) float64 arc log-weights and the (D,) durations -> alpha (B, T, U+1), -inf outside."""
     alpha = torch.empty(blank.shape[:3], dtype=torch.float64)
     blank, label = blank.contiguous(), label.contiguous()
-    durations, frames, labels = _indices(torch.tensor(durations), logit_lengths, target_lengths)
+    durations, frames, labels = _indices(durations, logit_lengths, target_lengths)
     lib.avalign_tdt_log_alpha(_p(blank), _p(label), _p(durations), len(durations), *blank.shape[:3], _p(frames),
                               _p(labels), _p(alpha), _threads())
     return alpha
@@ -194,7 +195,7 @@ def compiled_log_beta(lib, blank, label, final, durations, logit_lengths, target
     """Arc log-weights (B, T, U+1, D) and the end log-weights (B, T, U+1) -> beta (B, T, U+1), -inf outside."""
     beta = torch.empty(blank.shape[:3], dtype=torch.float64)
     blank, label, final = blank.contiguous(), label.contiguous(), final.contiguous()
-    durations, frames, labels = _indices(torch.tensor(durations), logit_lengths, target_lengths)
+    durations, frames, labels = _indices(durations, logit_lengths, target_lengths)
     lib.avalign_tdt_log_beta(_p(blank), _p(label), _p(final), _p(durations), len(durations), *blank.shape[:3],
                              _p(frames), _p(labels), _p(beta), _threads())
     return beta

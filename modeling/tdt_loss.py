@@ -177,7 +177,7 @@ def _token_statistics(token_logits, label_ids, blank_token_id):
     if kernels is not None:  # the chunk as one utterance of nt frames and n_u - 1 labels
         frames, labels = _chunk_lengths(token_logits)
         statistics = compiled_token_statistics(kernels, token_logits[None], label_ids[None], frames, labels,
-                                                  blank_token_id)
+                                               blank_token_id)
         return [x[0] for x in statistics]
     rows = token_logits.to(_compute_dtype(token_logits.dtype))
     high = rows.amax(-1)  # NaN or +inf here makes the log-normaliser NaN: no separate pass over the logits
@@ -213,7 +213,7 @@ def _token_logits_grad(token_logits, gradient, state, label_ids, blank_token_id,
         per_state = [x[state][None] for x in gradient[:4]]
         chunk_gradient = _TokenGradient(*per_state, negative=[gradient.negative[state[0]]])
         compiled_token_gradient(kernels, token_logits[None], chunk_gradient, label_ids[None], frames, labels,
-                                   blank_token_id, out[None])
+                                blank_token_id, out[None])
         return
     dtype = _compute_dtype(out.dtype)
     work = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
@@ -240,7 +240,6 @@ class _Lattice:
         device = duration_log_probs.device
         compiled = device.type == "cpu" and len(durations) <= MAX_KERNEL_DURATIONS
         self.kernels = kernel_library() if compiled else None
-        self.duration_values = list(durations)
         self.durations = torch.tensor(durations, device=device)
         self.positive = (self.durations > 0).nonzero()[:, 0]  # indices j with d_j > 0
         self.steps = self.durations[self.positive]  # (D+,)
@@ -275,8 +274,8 @@ class _Lattice:
     def log_alpha(self):
         """(B, T, U+1): log-weight of all partial paths from (0, 0) to each state."""
         if self.kernels is not None:
-            return compiled_log_alpha(self.kernels, self.blank, self.label, self.duration_values,
-                                         self.logit_lengths, self.target_lengths)
+            return compiled_log_alpha(self.kernels, self.blank, self.label, self.durations, self.logit_lengths,
+                                      self.target_lengths)
         batch, max_t, max_u1, _ = self.blank.shape
         pad, step_index = self.max_step, torch.arange(len(self.steps), device=self.blank.device)
         sources = torch.arange(max_t, device=self.blank.device)[:, None] + pad - self.steps  # (T, D+) padded rows
@@ -300,8 +299,8 @@ class _Lattice:
     def log_beta(self):
         """(B, T, U+1): log-weight of all partial paths from each state to the end of its utterance."""
         if self.kernels is not None:
-            return compiled_log_beta(self.kernels, self.blank, self.label, self.final, self.duration_values,
-                                        self.logit_lengths, self.target_lengths)
+            return compiled_log_beta(self.kernels, self.blank, self.label, self.final, self.durations,
+                                     self.logit_lengths, self.target_lengths)
         batch, max_t, max_u1, _ = self.blank.shape
         # arcs leaving (t, u) to frame t + d: blank to (t + d, u), label to (t + d, u + 1)
         leaving = torch.cat([self._arcs_by_step(self.blank), self._arcs_by_step(self.label)], dim=2)  # (B,T,2D+,U+1)
@@ -411,7 +410,7 @@ class _TDTLoss(torch.autograd.Function):
         kernels = kernels_for(token_logits)
         if kernels is not None:  # one call over every state
             *statistics, finite = compiled_token_statistics(kernels, token_logits, label_ids, logit_lengths,
-                                                               target_lengths, blank_token_id)
+                                                            target_lengths, blank_token_id)
         else:
             statistics = token_logits.new_zeros((3, batch, max_t, max_u1), dtype=dtype)
             finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=token_logits.device)
@@ -446,7 +445,7 @@ class _TDTLoss(torch.autograd.Function):
         if ctx.needs_input_grad[0] and kernels is not None:  # one call: every entry, zeros included
             token_grad = empty_gradient(kernels, token_logits)
             compiled_token_gradient(kernels, token_logits, token_gradient, label_ids, lattice.logit_lengths,
-                                       lattice.target_lengths, ctx.blank_token_id, token_grad)
+                                    lattice.target_lengths, ctx.blank_token_id, token_grad)
         elif ctx.needs_input_grad[0]:
             token_grad = torch.empty(token_logits.shape, dtype=token_logits.dtype, device=token_logits.device)
             for b, frames in enumerate(lattice.logit_lengths.tolist()):
