@@ -25,6 +25,8 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     lora_rank, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (peft) on the LLM.
     load_in_4bit (`bool`, defaults to False): load the base LLM in 4-bit NF4 (QLoRA; needs bitsandbytes and a GPU).
     max_new_tokens (`int`, defaults to 100): the bound of `generate` (Zero-AVSR's).
+    constrain_to_script (`bool`, defaults to False): `generate` writes only the characters of the row's script
+        (`ScriptConstraint`: the language is given, so its script is too).
     instruction (`str`): the task, with `{language}` and `{script}` filled per row (the language is given).
     languages (`dict`): {code: {"name": "Hindi", "script": "Devanagari"}}, the languages a prompt may name.
     """
@@ -43,6 +45,7 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     load_in_4bit: bool = False
     max_new_tokens: int = 100
+    constrain_to_script: bool = False
     instruction: str = "Write the {language} in its original {script} script."
     languages: dict | None = None
 

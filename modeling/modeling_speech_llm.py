@@ -27,12 +27,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList,
+                          PreTrainedModel)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_speech_llm import SpeechLLMConfig
 from .loading import load_encoder
 from .modeling_fastconformer import FastConformerModel, stack_frames
+from .script_constraint import ScriptConstraint
 
 SPEECH_SLOT = "<|speech|>"  # where the speech embeddings (or a Roman text's tokens) go in the prompt
 WEIGHTS_FILE, ADAPTER_FOLDER, LLM_FOLDER = "model.safetensors", "adapter", "llm"
@@ -282,15 +284,22 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
     @torch.no_grad()
     def generate(self, input_features=None, attention_mask=None, languages=None, roman_texts=None, audio=None,
-                 max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:  # fmt: skip
+                 max_new_tokens: int | None = None, num_beams: int = 1,
+                 constrain_to_script: bool | None = None) -> list[str]:  # fmt: skip
         """Native-script text of each row: speech (features or 16 kHz `audio` arrays) or `roman_texts`, and its
-        language. At most `max_new_tokens` (the config's by default) tokens per row."""
+        language. At most `max_new_tokens` (the config's by default) tokens per row; with `constrain_to_script`
+        (the config's by default), only characters of the row's script (`ScriptConstraint`)."""
+        languages = list(languages)
         slots = self.slots(input_features, attention_mask, roman_texts, audio)
-        inputs = self.assemble(slots, list(languages))
+        inputs = self.assemble(slots, languages)
         inputs.pop("position_ids")  # generate derives them from the mask, step by step
+        constrain = self.config.constrain_to_script if constrain_to_script is None else constrain_to_script
+        scripts = [self.config.languages[language]["script"] for language in languages]
+        processors = [ScriptConstraint(self.tokenizer, scripts, 0, num_beams)] if constrain else []
         generated = self.llm.generate(
             **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, num_beams=num_beams,
             do_sample=False, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(processors),
         )  # (B, new tokens): with inputs_embeds only, a decoder-only LM returns the new tokens alone
         return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from avalign.modeling import SpeechLLMForConditionalGeneration
+from avalign.modeling.script_constraint import script_characters
 from avalign.training import train_asr, train_speech_llm
 from avalign.training.data import batching
 from avalign.training.roman.deromanize import corpus_pairs
@@ -102,6 +103,16 @@ def test_generation_is_bounded_and_takes_audio_or_roman_text(unified_run, smoke_
         model.generate(audio=[np.zeros(0, dtype=np.float32)], languages=["hi"])
     with pytest.raises(ValueError, match="not among the model's"):
         model.generate(audio=audio, languages=["ta"])
+
+
+def test_generation_held_to_the_script_writes_only_that_script(unified_run):
+    output_dir, _ = unified_run
+    model = SpeechLLMForConditionalGeneration.from_pretrained(output_dir)
+    audio = [np.random.default_rng(seed).normal(0, 0.1, 16000).astype(np.float32) for seed in range(2)]
+    texts = model.generate(audio=audio, languages=["hi", "en"], max_new_tokens=12, constrain_to_script=True)
+    for text, script in zip(texts, ["Devanagari", "Latin"]):
+        text = text.removesuffix("\ufffd")  # the token budget may end mid-character
+        assert set(text) <= script_characters(script), (script, text)
 
 
 def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
+from avalign.modeling.script_constraint import script_characters
 from avalign.training.roman.deromanize import (
     CausalLMDeromanizer,
     CharTransliterator,
@@ -259,3 +260,13 @@ def test_causal_lm_deromanizer_bounds_each_row(tiny_lm):
     texts = ["ek", "do laal"]
     assert deromanizer.deromanize(texts, ["hi", "hi"]) == ["b" * deromanizer.max_new_tokens(text) for text in texts]
     assert len(steps) == deromanizer.max_new_tokens(texts[1])
+
+
+def test_causal_lm_deromanizer_held_to_the_script_writes_no_other(tiny_lm):
+    deromanizer = load_deromanizer(f"lm:{tiny_lm}")
+    rig_lm(deromanizer, "b")  # Latin, forever
+    assert deromanizer.deromanize(["do laal"], ["hi"])[0].startswith("bb")
+    held = load_deromanizer(f"lm:{tiny_lm}", constrain_to_script=True)
+    rig_lm(held, "b")
+    text = held.deromanize(["do laal"], ["hi"])[0].removesuffix("\ufffd")  # the budget may end mid-character
+    assert text and set(text) <= script_characters("Devanagari"), text

@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, get_cosine_schedule_with_warmup
+
+from avalign.modeling.script_constraint import ScriptConstraint
 
 from ..evaluation.metrics import score
 from ..logs import setup_logging
@@ -114,7 +116,8 @@ class CausalLMDeromanizer(Deromanizer):
     """A causal LM completing "Roman: <text>\\n<Language>:" after an instruction and optional few-shot pairs.
 
     `examples` are (language, roman, native) triples; each prompt shows those of its own language. Decoding is
-    greedy, at most `max_new_tokens_per_character` tokens per input character (+ 8), and stops at the first newline.
+    greedy, at most `max_new_tokens_per_character` tokens per input character (+ 8), and stops at the first newline;
+    with `constrain_to_script`, it writes only characters of the row's script (`ScriptConstraint`).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class CausalLMDeromanizer(Deromanizer):
         examples: Iterable[Pair] = (),
         batch_size: int = 8,
         max_new_tokens_per_character: float = 3.0,
+        constrain_to_script: bool = False,
     ):
         self.tokenizer = AutoTokenizer.from_pretrained(model_id_or_path, padding_side="left")
         if self.tokenizer.pad_token is None:
@@ -133,6 +137,7 @@ class CausalLMDeromanizer(Deromanizer):
         self.languages = tuple(language for language in SCRIPTS if language not in PASSTHROUGH_LANGUAGES)
         self.batch_size = batch_size
         self.max_new_tokens_per_character = max_new_tokens_per_character
+        self.constrain_to_script = constrain_to_script
 
     def prompt(self, text: str, language: str) -> str:
         return deromanization_prompt(text, language, self.examples)
@@ -151,6 +156,9 @@ class CausalLMDeromanizer(Deromanizer):
         prompts = [self.prompt(text, language) for text, language in items]
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.model.device)
         budgets = [self.max_new_tokens(text) for text, _ in items]
+        scripts = [SCRIPTS[language] for _, language in items]
+        prompt_length = inputs["input_ids"].shape[1]
+        processors = [ScriptConstraint(self.tokenizer, scripts, prompt_length)] if self.constrain_to_script else []
         generated = self.model.generate(
             **inputs,
             do_sample=False,
@@ -158,6 +166,7 @@ class CausalLMDeromanizer(Deromanizer):
             stop_strings=["\n"],
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList(processors),
         )  # (B, prompt length + new tokens)
         new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
         completions = self.tokenizer.batch_decode(
@@ -510,13 +519,15 @@ def corpus_pairs(
     return pairs
 
 
-def load_deromanizer(spec: str, device: str | torch.device | None = None) -> Deromanizer:
-    """"char:<folder>" (a saved `CharTransliterator`) or "lm:<model id or path>" (`CausalLMDeromanizer`)."""
+def load_deromanizer(spec: str, device: str | torch.device | None = None, constrain_to_script: bool = False
+                     ) -> Deromanizer:  # fmt: skip
+    """"char:<folder>" (a saved `CharTransliterator`) or "lm:<model id or path>" (`CausalLMDeromanizer`, its output
+    held to the row's script with `constrain_to_script`)."""
     kind, _, location = spec.partition(":")
     if kind == "char" and location:
         return CharTransliterator.load(location, device)
     if kind == "lm" and location:
-        return CausalLMDeromanizer(location, device)
+        return CausalLMDeromanizer(location, device, constrain_to_script=constrain_to_script)
     raise ValueError(f"de-romanizer spec {spec!r}: expected 'char:<folder>' or 'lm:<model id or path>'")
 
 
