@@ -7,6 +7,7 @@ from .configuration_fastconformer import _FastConformerHeadConfig
 
 PROJECTOR_TYPES = ("stack", "conv")
 PROJECTOR_ACTIVATIONS = ("gelu", "relu", "identity")
+DEROMANIZATION_INSTRUCTION = "Write this romanized {language} sentence in {script} script."  # the LM cascade's too
 
 
 @strict
@@ -27,7 +28,8 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     max_new_tokens (`int`, defaults to 100): the bound of `generate` (Zero-AVSR's).
     constrain_to_script (`bool`, defaults to False): `generate` writes only the characters of the row's script
         (`ScriptConstraint`: the language is given, so its script is too).
-    instruction (`str`): the task, with `{language}` and `{script}` filled per row (the language is given).
+    instruction (`str`): the task, with `{language}` and `{script}` filled per row (the language is given); by default
+        the LM cascade's, so that a text-only LM trained on the cascade's prompts has read it.
     languages (`dict`): {code: {"name": "Hindi", "script": "Devanagari"}}, the languages a prompt may name.
     """
 
@@ -46,7 +48,7 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     load_in_4bit: bool = False
     max_new_tokens: int = 100
     constrain_to_script: bool = False
-    instruction: str = "Write the {language} in its original {script} script."
+    instruction: str = DEROMANIZATION_INSTRUCTION
     languages: dict | None = None
 
     def __post_init__(self, **kwargs):

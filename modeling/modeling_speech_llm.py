@@ -199,7 +199,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
     # -------------------------------------------------------------------------------------------- prompts
     def prompt_pieces(self, language: str) -> tuple[list[int], list[int]]:
-        """Token ids before and after the speech slot of `language`'s prompt."""
+        """Token ids before and after the speech slot of `language`'s prompt: the tokenizer's chat template, or,
+        without one, the LM cascade's prompt ("<instruction>\n\nRoman: <slot>\n<Language>:", which the text-only LM
+        has read) with the speech in the Roman text's place."""
         if language not in self.config.languages:
             raise ValueError(f"language {language!r} is not among the model's {sorted(self.config.languages)}")
         names = self.config.languages[language]
@@ -209,12 +211,16 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             before, after = text.split(SPEECH_SLOT)
             return self.token_ids(before), self.token_ids(after)
-        before = self.token_ids(f"{instruction}\n")
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        return bos + before, self.token_ids(f"\n{names['name']}:\n")
+        return bos + self.token_ids(f"{instruction}\n\nRoman:"), self.token_ids(f"\n{names['name']}:")
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def text_ids(self, text: str) -> list[int]:
+        """A Roman text in the slot, or a target: after "Roman:" / "<Language>:" in the plain prompt a word starts
+        with its space, as the LM read it."""
+        return self.token_ids(text if self.tokenizer.chat_template else f" {text}")
 
     # -------------------------------------------------------------------------------------------- inputs
     def speech_embeddings(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
@@ -228,7 +234,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
     def text_embeddings(self, texts: list[str]) -> list[torch.Tensor]:
         """Roman-script texts -> B tensors (n_b, H) of their token embeddings (the text task's speech slot)."""
         table = self.llm.get_input_embeddings()
-        return [table(torch.tensor(self.token_ids(text) or [self.tokenizer.eos_token_id], device=self.device))
+        return [table(torch.tensor(self.text_ids(text) or [self.tokenizer.eos_token_id], device=self.device))
                 for text in texts]  # fmt: skip
 
     def assemble(self, slots: list[torch.Tensor], languages: list[str], targets: list[str] | None = None) -> dict:
@@ -237,7 +243,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         table, rows = self.llm.get_input_embeddings(), []
         for row, (slot, language) in enumerate(zip(slots, languages)):
             before, after = self.prompt_pieces(language)
-            target = [] if targets is None else self.token_ids(targets[row]) + [self.tokenizer.eos_token_id]
+            target = [] if targets is None else self.text_ids(targets[row]) + [self.tokenizer.eos_token_id]
             ids = torch.tensor(before + after + target, dtype=torch.long, device=self.device)
             embedded = table(ids).to(slot.dtype)
             pieces = [embedded[: len(before)], slot, embedded[len(before) :]]

@@ -4,8 +4,17 @@ the romanized-target run with its zero-shot protocol in the same directory."""
 import json
 
 import pytest
+from datasets import load_from_disk
 
+from avalign.modeling.script_constraint import script_characters
 from avalign.training import pipeline
+from avalign.training.study import read_jsonl
+
+
+def corpus_sentences(output_dir, language: str) -> set[str]:
+    corpus = load_from_disk(str(output_dir / "corpus"))
+    return {sentence for split in corpus.values()
+            for code, sentence in zip(split["language"], split["reference_transcript"]) if code == language}
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +115,18 @@ def test_roman_targets_run_zero_shot_beside_the_native_report(roman_run):
     assert results["timings_seconds"]["pretrain"] == native["timings_seconds"]["pretrain"]  # shared, not rerun
     assert (output_dir / "asr/roman-aligned-f1.0/model.safetensors").is_file() and (output_dir / "deromanizer").is_dir()
     assert set(results["zero_shot"]) == {"hi", "en"}
-    views = ("roman", "cascade_char", "cascade_lm", "unified")
+    views = ("roman", "cascade_char", "cascade_lm", "unified", "cascade_lm_free", "unified_free", "no_speech")
     for language, entry in results["zero_shot"].items():
         for view in views:  # every figure with its interval
             assert set(entry[view]) == {"aligned", "baseline"} and entry[view]["aligned"]["cer"] >= 0
             assert entry[view]["baseline"]["ci_low"] <= entry[view]["baseline"]["cer"] <= entry[view]["baseline"]["ci_high"]
             assert entry[f"{view}_comparison"]["ci_low"] <= entry[f"{view}_comparison"]["ci_high"]
-        assert set(entry["unified_vs_cascade"]["aligned"]) == {"cascade_char", "cascade_lm"}
+        assert set(entry["unified_vs_cascade"]["aligned"]) == {"cascade_char", "cascade_lm", "no_speech"}
+        script = "Devanagari" if language == "hi" else "Latin"  # the LM's outputs held to it, free ones not
+        assert all(set(r["hypothesis"].removesuffix("\ufffd")) <= script_characters(script) for view in
+                   ("cascade_lm", "unified") for r in read_jsonl(output_dir / f"eval/zeroshot-{language}/predictions-{view}.jsonl"))
+        no_speech = read_jsonl(output_dir / f"eval/zeroshot-{language}/predictions-no_speech.jsonl")
+        assert {r["hypothesis"] for r in no_speech} <= corpus_sentences(output_dir, language)  # heard nothing
         seen = entry["seen"]["aligned"]  # against the native run's stage-3 model, on the other language
         assert seen["languages"] == [other for other in ("en", "hi") if other != language]
         assert seen["comparison"]["native_stage3"] == seen["native_stage3"]["cer"]

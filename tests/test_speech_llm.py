@@ -17,7 +17,7 @@ from avalign.modeling import SpeechLLMForConditionalGeneration
 from avalign.modeling.script_constraint import script_characters
 from avalign.training import train_asr, train_speech_llm
 from avalign.training.data import batching
-from avalign.training.roman.deromanize import corpus_pairs
+from avalign.training.roman.deromanize import corpus_pairs, deromanization_prompt
 from avalign.training.text_lm import TextLMConfig, train_text_lm, train_tokenizer_for_lm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +96,10 @@ def test_generation_is_bounded_and_takes_audio_or_roman_text(unified_run, smoke_
     output_dir, _ = unified_run
     model = SpeechLLMForConditionalGeneration.from_pretrained(output_dir)
     audio = [np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)]
-    tokens = model.tokenizer(model.generate(audio=audio, languages=["hi"], max_new_tokens=3)[0])["input_ids"]
-    assert len(tokens) <= 3
+    generated, llm_generate = [], model.llm.generate
+    model.llm.generate = lambda **inputs: generated.append(llm_generate(**inputs)) or generated[-1]
+    assert isinstance(model.generate(audio=audio, languages=["hi"], max_new_tokens=3)[0], str)
+    assert generated[0].shape[1] <= 3  # new tokens (B, <= 3)
     assert isinstance(model.generate(roman_texts=["dain or"], languages=["hi"], max_new_tokens=3)[0], str)
     with pytest.raises(ValueError, match="empty audio"):
         model.generate(audio=[np.zeros(0, dtype=np.float32)], languages=["hi"])
@@ -166,10 +168,12 @@ def test_a_tokenizer_without_the_target_script_is_refused_with_counts():
 
 def test_the_prompt_goes_through_the_chat_template_where_the_tokenizer_has_one(unified_run):
     model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0])
-    plain_before, plain_after = model.prompt_pieces("hi")
-    assert model.tokenizer.decode(plain_after).endswith("Hindi:\n")  # no template: the plain one
+    before, after = model.prompt_pieces("hi")  # no template: the LM cascade's prompt, the speech for the Roman text
+    slot, target = model.text_ids("do laal gole"), model.text_ids("दो लाल गोले")
+    cascade = deromanization_prompt("do laal gole", "hi") + " दो लाल गोले"
+    assert before + slot + after + target == model.tokenizer(cascade)["input_ids"]
     model.tokenizer.chat_template = ("{% for m in messages %}[user] {{ m['content'] }} [end]{% endfor %}"
                                      "{% if add_generation_prompt %}[assistant]{% endif %}")  # fmt: skip
     before, after = model.prompt_pieces("hi")
-    assert model.tokenizer.decode(before) == "[user] Write the Hindi in its original Devanagari script.\n"
+    assert model.tokenizer.decode(before) == "[user] Write this romanized Hindi sentence in Devanagari script.\n"
     assert model.tokenizer.decode(after) == " [end][assistant]"

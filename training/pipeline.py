@@ -20,6 +20,7 @@ run in this process by default; `--launcher "accelerate launch --multi_gpu --num
 import argparse
 import json
 import logging
+import random
 import shlex
 import subprocess
 import sys
@@ -307,34 +308,40 @@ class ZeroShotSystems:
 
 
 NATIVE_SYSTEMS = ("cascade_char", "cascade_lm", "unified")  # the ways to the native script, in the report's order
+FREE_SYSTEMS = ("cascade_lm_free", "unified_free")  # the LM's two, decoded free (the others are held to the script)
+NO_SPEECH = "no_speech"  # the control: a random training-side sentence of the language, for each utterance
 
 
 def evaluate_zero_shot(systems: ZeroShotSystems, corpus: Path, language: str, cache: Path, folder: Path,
                        num_resamples: int) -> None:  # fmt: skip
     """On the held-out language's test set: romanized CER/WER of each encoder's romanizer; native-script CER/WER
     through each cascade and the unified model, each with its bootstrap interval; aligned vs baseline and unified vs
-    each cascade (paired bootstrap). On the seen languages' test set: the unified model against the native-target
-    stage-3 model."""
+    each cascade and vs the no-speech control (paired bootstrap). The LM's outputs (LM cascade, unified model) are
+    held to the language's script (`ScriptConstraint`: the language is given) and reported decoded free as well. On
+    the seen languages' test set: the unified model against the native-target stage-3 model."""
     folder.mkdir(parents=True, exist_ok=True)
     test = load_splits(str(corpus), ["test"])
     native_test = test.filter(lambda code: code == language, input_columns="language")
     roman_test = with_targets(native_test, "roman", cache)
     seen_test = test.filter(lambda code: code != language, input_columns="language")
     cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{systems.transliterator}"),
-                "cascade_lm": deromanize.load_deromanizer(f"lm:{systems.text_lm}")}  # fmt: skip
+                "cascade_lm": deromanize.load_deromanizer(f"lm:{systems.text_lm}", constrain_to_script=True),
+                "cascade_lm_free": deromanize.load_deromanizer(f"lm:{systems.text_lm}")}  # fmt: skip
     natives = dict(zip(roman_test["utterance_id"], roman_test["transcript_native"]))
-    records = {view: {} for view in ("roman", *NATIVE_SYSTEMS)}
+    no_speech = no_speech_records(native_test, corpus, cache, language)
+    records = {view: {} for view in ("roman", *NATIVE_SYSTEMS, *FREE_SYSTEMS, NO_SPEECH)}
     seen = {}
     for system, model_dir in systems.romanizers.items():
         model, feature_extractor, tokenizer = evaluate_asr.load_asr_model(model_dir)
         roman = evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, roman_test, "tdt")
-        records["roman"][system] = roman
+        records["roman"][system], records[NO_SPEECH][system] = roman, no_speech
         for name, deromanizer in cascades.items():
             hypotheses = deromanizer.deromanize([r["hypothesis"] for r in roman], [language] * len(roman))
             records[name][system] = [{**r, "reference": natives[r["utterance_id"]], "hypothesis": h}
                                      for r, h in zip(roman, hypotheses)]  # fmt: skip
         unified = SpeechLLMForConditionalGeneration.from_pretrained(systems.unified[system])
-        records["unified"][system] = train_speech_llm.transcribe(unified, native_test)
+        records["unified"][system] = train_speech_llm.transcribe(unified, native_test, constrain_to_script=True)
+        records["unified_free"][system] = train_speech_llm.transcribe(unified, native_test, constrain_to_script=False)
         seen[system] = seen_languages(unified, systems.natives[system], seen_test, num_resamples)
     results = {"language": language, "seen_languages_only": True, "examples": output_examples(records), "seen": seen}
     for view, by_system in records.items():
@@ -343,11 +350,21 @@ def evaluate_zero_shot(systems: ZeroShotSystems, corpus: Path, language: str, ca
         results[f"{view}_comparison"] = compare(by_system, "cer", num_resamples)["overall"]
         evaluate_asr.write_jsonl([r for rs in by_system.values() for r in rs], folder / f"predictions-{view}.jsonl")
     results["unified_vs_cascade"] = {
-        system: {cascade: compare({"unified": records["unified"][system], cascade: records[cascade][system]}, "cer",
-                                  num_resamples)["overall"] for cascade in cascades}
+        system: {other: compare({"unified": records["unified"][system], other: records[other][system]}, "cer",
+                                num_resamples)["overall"] for other in ("cascade_char", "cascade_lm", NO_SPEECH)}
         for system in systems.romanizers
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def no_speech_records(dataset, corpus: Path, cache: Path, language: str, seed: int = 0) -> list[dict]:
+    """The control that hears nothing: for each utterance of `dataset`, a random sentence of `language` from the
+    training-side splits (what a fluent prior alone scores on templated sentences)."""
+    pairs = deromanize.corpus_pairs(load_from_disk(str(corpus)), cache)
+    pool = sorted({native for code, _, native in pairs if code == language})
+    draw = random.Random(seed)
+    return [{"utterance_id": u, "language": language, "reference": reference, "hypothesis": draw.choice(pool)}
+            for u, reference in zip(dataset["utterance_id"], dataset["transcript"])]  # fmt: skip
 
 
 def seen_languages(unified, native_model_dir: Path, dataset, num_resamples: int) -> dict:
@@ -358,7 +375,7 @@ def seen_languages(unified, native_model_dir: Path, dataset, num_resamples: int)
                        "not compared on the seen languages", native_model_dir)  # fmt: skip
         return {}
     model, feature_extractor, tokenizer = evaluate_asr.load_asr_model(native_model_dir)
-    records = {"unified": train_speech_llm.transcribe(unified, dataset),
+    records = {"unified": train_speech_llm.transcribe(unified, dataset, constrain_to_script=True),
                "native_stage3": evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, dataset, "tdt")}
     return {**{name: {**score(rs)["overall"], **rate_interval(rs, "cer", num_resamples)} for name, rs in records.items()},
             "comparison": compare(records, "cer", num_resamples)["overall"],

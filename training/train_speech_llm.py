@@ -30,7 +30,8 @@ from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_
 
 logger = logging.getLogger("avalign")
 MODEL_OPTIONS = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation", "lora_rank",
-                 "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens")  # fmt: skip
+                 "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens",
+                 "constrain_to_script")  # fmt: skip
 
 
 @dataclass
@@ -56,6 +57,7 @@ class SpeechLLMArguments:
     lora_target_modules: list[str] = field(default_factory=lambda: list(SpeechLLMConfig.lora_target_modules))
     load_in_4bit: bool = SpeechLLMConfig.load_in_4bit
     max_new_tokens: int = SpeechLLMConfig.max_new_tokens
+    constrain_to_script: bool = SpeechLLMConfig.constrain_to_script
     max_byte_fraction: float = field(default=0.5, metadata={
         "help": "refuse a tokenizer that spells more than this fraction of the target characters with byte pieces"})
     eval_utterances: int = field(default=48, metadata={"help": "dev utterances decoded at each evaluation"})
@@ -114,11 +116,14 @@ def dev_metrics(dataset, max_seconds_per_batch: float):
     return evaluate
 
 
-def transcribe(model, dataset, max_seconds_per_batch: float = 120.0, skip_report=None) -> list[dict]:
-    """The unified model's native-script transcripts of `dataset` (transcribe_batches' records)."""
+def transcribe(model, dataset, max_seconds_per_batch: float = 120.0, skip_report=None,
+               constrain_to_script: bool | None = None) -> list[dict]:  # fmt: skip
+    """The unified model's native-script transcripts of `dataset` (transcribe_batches' records); held to each
+    language's script or not as `constrain_to_script` says (the model config's choice by default)."""
 
     def generate(batch: dict) -> list[str]:
-        return model.generate(batch["input_features"], batch["attention_mask"], languages=batch["language"])
+        return model.generate(batch["input_features"], batch["attention_mask"], languages=batch["language"],
+                              constrain_to_script=constrain_to_script)  # fmt: skip
 
     return transcribe_batches(generate, model.feature_extractor, dataset, max_seconds_per_batch, skip_report)
 

@@ -227,32 +227,52 @@ def write_report(
 
 
 NATIVE_VIEWS = {"cascade_char": "cascade: char transliterator", "cascade_lm": "cascade: LM prompted",
-                "unified": "unified (speech → LM)"}  # fmt: skip
+                "unified": "unified (speech → LM)", "no_speech": "no speech: a random sentence"}  # fmt: skip
+CASCADES = ("cascade_char", "cascade_lm")
+FREE_VIEWS = {"cascade_lm_free": "cascade_lm", "unified_free": "unified"}  # decoded free: {free view: held view}
 
 
 def zero_shot_table(zero_shot: dict) -> list[str]:
     """Languages never seen in fine-tuning (results["zero_shot"]): the romanizer's CER, then native-script CER through
-    each cascade and the unified model, the unified model against the best cascade, and on the seen languages
-    against the native-target stage-3 model; Markdown lines."""
+    each cascade, the unified model and the no-speech control, the unified model against the best cascade and the
+    control, the LM's outputs decoded free, and on the seen languages against the native-target stage-3 model;
+    Markdown lines. (Views a run did not measure, e.g. in results from before the control, are left out.)"""
     cell = lambda e: f"{100 * e['cer']:.1f} [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]"  # noqa: E731
-    lines = ["CER in % with its 95 % bootstrap interval over utterances; Δ: paired bootstrap.", "",
-             "| held out | encoder | romanized | " + " | ".join(NATIVE_VIEWS.values()) + " | unified − best cascade |",
-             "|---|---|---:|" + "---:|" * (len(NATIVE_VIEWS) + 1)]  # fmt: skip
+    first = next(iter(zero_shot.values()))
+    views = [view for view in NATIVE_VIEWS if view in first]
+    control = "no_speech" in first["unified_vs_cascade"][next(iter(first["roman"]))]
+    lines = ["CER in % with its 95 % bootstrap interval over utterances; Δ: paired bootstrap. The LM cascade and the "
+             "unified model write only the language's script (the language is given); *no speech* writes a random "
+             "training-side sentence of the language for each utterance, hearing nothing.", "",
+             "| held out | encoder | romanized | " + " | ".join(NATIVE_VIEWS[view] for view in views)
+             + " | unified − best cascade |" + (" unified − no speech |" if control else ""),
+             "|---|---|---:|" + "---:|" * (len(views) + 1 + control)]  # fmt: skip
     verdicts = []
     for language, entry in zero_shot.items():
         for system in entry["roman"]:
-            best = min(("cascade_char", "cascade_lm"), key=lambda view: entry[view][system]["cer"])
-            versus = entry["unified_vs_cascade"][system][best]
+            best = min(CASCADES, key=lambda view: entry[view][system]["cer"])
+            versus = entry["unified_vs_cascade"][system]
             lines.append(f"| {language} | {system} | {cell(entry['roman'][system])} | "
-                         + " | ".join(cell(entry[view][system]) for view in NATIVE_VIEWS)
-                         + f" | {difference_text(versus)} (vs {NATIVE_VIEWS[best].removeprefix('cascade: ')}) |")  # fmt: skip
-            verdicts.append(f"- {language}, {system} encoder: the unified model is {direction(versus)} the best "
-                            f"cascade ({NATIVE_VIEWS[best]}).")  # fmt: skip
+                         + " | ".join(cell(entry[view][system]) for view in views)
+                         + f" | {difference_text(versus[best])} (vs {NATIVE_VIEWS[best].removeprefix('cascade: ')}) |"
+                         + (f" {difference_text(versus['no_speech'])} |" if control else ""))  # fmt: skip
+            verdicts.append(f"- {language}, {system} encoder: the unified model is {direction(versus[best])} the best "
+                            f"cascade ({NATIVE_VIEWS[best]})" + (f", and {direction(versus['no_speech'])} the "
+                            "no-speech control." if control else "."))  # fmt: skip
     lines += ["", *verdicts, "", "Aligned − baseline on the held-out language:", "",
               "| held out | output | Δ CER [95 % CI], p |", "|---|---|---:|"]  # fmt: skip
     for language, entry in zero_shot.items():
         lines += [f"| {language} | {view} | {difference_text(entry[f'{view}_comparison'])} |"
-                  for view in ("roman", *NATIVE_VIEWS)]  # fmt: skip
+                  for view in ("roman", *views) if view != "no_speech"]  # fmt: skip
+    free = [view for view in FREE_VIEWS if view in first]
+    if free:
+        lines += ["", "The LM's outputs decoded free (any script) against held to the language's script:", "",
+                  "| held out | encoder | " + " | ".join(f"{FREE_VIEWS[v]}: free | {FREE_VIEWS[v]}: held" for v in free) + " |",
+                  "|---|---|" + "---:|---:|" * len(free)]  # fmt: skip
+        for language, entry in zero_shot.items():
+            for system in entry["roman"]:
+                lines.append(f"| {language} | {system} | " + " | ".join(
+                    f"{cell(entry[v][system])} | {cell(entry[FREE_VIEWS[v]][system])}" for v in free) + " |")
     lines += ["", "The unified model on the seen languages' test utterances, against the native-target stage-3 model "
               "(TDT, largest fraction):", "", "| held out | encoder | seen languages | unified | native stage 3 | "
               "unified − stage 3 |", "|---|---|---|---:|---:|---:|"]  # fmt: skip
@@ -261,11 +281,12 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
             if seen:
                 lines.append(f"| {language} | {system} | {', '.join(seen['languages'])} | {cell(seen['unified'])} | "
                              f"{cell(seen['native_stage3'])} | {difference_text(seen['comparison'])} |")  # fmt: skip
+    counted = ["roman", *(view for view in views if view != "no_speech"), *free]
     lines += ["", "Distinct hypotheses / distinct references on the held-out language:", "",
-              "| held out | encoder | romanized | " + " | ".join(NATIVE_VIEWS) + " |", "|---|---|---|---|---|---|"]
+              "| held out | encoder | " + " | ".join(counted) + " |", "|---|---|" + "---|" * len(counted)]
     for language, entry in zero_shot.items():
         for system in entry["roman"]:
-            counts = [entry[view][system] for view in ("roman", *NATIVE_VIEWS)]
+            counts = [entry[view][system] for view in counted]
             lines.append(f"| {language} | {system} | " + " | ".join(
                 f"{c['distinct_hypotheses']} / {c['distinct_references']}" for c in counts) + " |")
     examples = [(language, example) for language, entry in zero_shot.items() for example in entry.get("examples", ())]
@@ -273,9 +294,10 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
         lines += ["", "Output on the first test utterances:", "",
                   "| held out | utterance | output | reference | aligned | baseline |", "|---|---|---|---|---|---|"]  # fmt: skip
         for language, example in examples:
-            for view in ("roman", *NATIVE_VIEWS):
-                cells = [example.get(f"{key}_{view}", "") for key in ("reference", "aligned", "baseline")]
-                lines.append(f"| {language} | {example['utterance_id']} | {view} | " + " | ".join(cells) + " |")
+            for view in ("roman", *views, *free):
+                if f"reference_{view}" in example:
+                    cells = [example.get(f"{key}_{view}", "") for key in ("reference", "aligned", "baseline")]
+                    lines.append(f"| {language} | {example['utterance_id']} | {view} | " + " | ".join(cells) + " |")
     return lines
 
 

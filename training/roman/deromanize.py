@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, get_cosine_schedule_with_warmup
 
+from avalign.modeling.configuration_speech_llm import DEROMANIZATION_INSTRUCTION
 from avalign.modeling.script_constraint import ScriptConstraint
 
 from ..evaluation.metrics import score
@@ -109,7 +110,8 @@ def deromanization_prompt(text: str, language: str, examples: Iterable[Pair] = (
     name = LANGUAGE_NAMES[language]
     shots = "".join(f"Roman: {roman}\n{name}: {native}\n\n" for shot_language, roman, native in examples
                     if shot_language == language)  # fmt: skip
-    return f"Write this romanized {name} sentence in {SCRIPTS[language]} script.\n\n{shots}Roman: {text}\n{name}:"
+    instruction = DEROMANIZATION_INSTRUCTION.format(language=name, script=SCRIPTS[language])
+    return f"{instruction}\n\n{shots}Roman: {text}\n{name}:"
 
 
 class CausalLMDeromanizer(Deromanizer):

@@ -1,0 +1,15 @@
+#!/bin/bash
+# Issue 20: one unified-model variant over the demo run's zero-shot romanizer and text LM (Bengali held out), then
+# its dev evaluation (dev_eval.py). Usage: train_variant.sh NAME [train_speech_llm overrides...]
+#   OMP_NUM_THREADS=1 nohup docs/experiments/unified/train_variant.sh steps2000 --max_steps 2000 > /tmp/logs/steps2000.log 2>&1 &
+set -e
+name=$1; shift
+run=${RUN:-runs/demo}; out=runs/unified-exp/$name
+lscpu | grep "Model name"; .venv/bin/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"
+start=$(date +%s)
+.venv/bin/python training/train_speech_llm.py --config training/configs/speech_llm_demo.yaml --corpus $run/corpus \
+    --romanizer $run/asr/zeroshot-bn-${SYSTEM:-aligned} --llm ${LLM:-$run/text_lm} --held_out_languages bn \
+    --languages hi bn ta en --romanization_cache $run/romanization.json --output_dir $out --resume true \
+    --progress false "$@"
+echo "train seconds: $(( $(date +%s) - start ))"
+.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --unified $out --skip-cascades --out $out/dev.json
