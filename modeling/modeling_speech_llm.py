@@ -223,12 +223,19 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         return self.token_ids(text if self.tokenizer.chat_template else f" {text}")
 
     # -------------------------------------------------------------------------------------------- inputs
-    def speech_embeddings(self, input_features: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """(B, T, mel) log-mel features -> B tensors (N_b, H): each utterance's projected frames, padding removed."""
-        with torch.no_grad():
-            encoded = self.encoder(input_features, attention_mask=attention_mask)
-        embeddings = self.projector(encoded.last_hidden_state)  # (B, N, H)
-        lengths = self.projector.output_lengths(encoded.encoder_lengths).tolist()
+    def speech_embeddings(self, input_features=None, attention_mask=None, encoder_states=None,
+                          encoder_lengths=None) -> list[torch.Tensor]:  # fmt: skip
+        """(B, T, mel) log-mel features, or the frozen encoder's (B, T', D) outputs and (B,) lengths computed once
+        beforehand -> B tensors (N_b, H): each utterance's projected frames, padding removed."""
+        if encoder_states is None:
+            with torch.no_grad():
+                encoded = self.encoder(input_features, attention_mask=attention_mask)
+            encoder_states, encoder_lengths = encoded.last_hidden_state, encoded.encoder_lengths
+        frames = torch.arange(encoder_states.shape[1], device=encoder_states.device)
+        padding = frames[None, :] >= encoder_lengths[:, None]  # (B, T')
+        # padding zeroed: a stacked position that reads past an utterance's end is then alike in every batch
+        embeddings = self.projector(encoder_states.masked_fill(padding[..., None], 0.0))  # (B, N, H)
+        lengths = self.projector.output_lengths(encoder_lengths).tolist()
         return [row[:length] for row, length in zip(embeddings, lengths)]
 
     def text_embeddings(self, texts: list[str]) -> list[torch.Tensor]:
@@ -261,14 +268,19 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                  "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0)}  # fmt: skip
         return batch | ({"labels": labels} if targets is not None else {})
 
-    def slots(self, input_features=None, attention_mask=None, roman_texts=None, audio=None) -> list[torch.Tensor]:
-        """The speech slot of each row: projected speech (features, or raw 16 kHz `audio` arrays), or Roman text."""
+    def slots(self, input_features=None, attention_mask=None, roman_texts=None, audio=None, encoder_states=None,
+              encoder_lengths=None) -> list[torch.Tensor]:  # fmt: skip
+        """The speech slot of each row: projected speech (features, raw 16 kHz `audio` arrays, or the encoder's
+        outputs), or Roman text."""
         if audio is not None:
             input_features, attention_mask = self.features(audio)
-        if (input_features is None) == (roman_texts is None):
-            raise ValueError("give speech (input_features or audio) or roman_texts, exactly one of them")
+        if sum(given is not None for given in (input_features, roman_texts, encoder_states)) != 1:
+            raise ValueError("give speech (input_features, audio or encoder_states) or roman_texts, exactly one")
         if roman_texts is not None:
             return self.text_embeddings(list(roman_texts))
+        if encoder_states is not None:
+            return self.speech_embeddings(encoder_states=encoder_states.to(self.device),
+                                          encoder_lengths=encoder_lengths.to(self.device))  # fmt: skip
         return self.speech_embeddings(input_features.to(self.device), attention_mask.to(self.device))
 
     def features(self, audio: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,9 +295,11 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
 
     # -------------------------------------------------------------------------------------------- training, decoding
     def forward(self, input_features=None, attention_mask=None, roman_texts=None, languages=None, targets=None,
-                **kwargs) -> CausalLMOutputWithPast:  # fmt: skip
-        """The LM loss of `targets` (native-script texts) given speech or `roman_texts`, one language per row."""
-        inputs = self.assemble(self.slots(input_features, attention_mask, roman_texts), list(languages), targets)
+                encoder_states=None, encoder_lengths=None, **kwargs) -> CausalLMOutputWithPast:  # fmt: skip
+        """The LM loss of `targets` (native-script texts) given speech (features or the encoder's outputs) or
+        `roman_texts`, one language per row."""
+        slots = self.slots(input_features, attention_mask, roman_texts, None, encoder_states, encoder_lengths)
+        inputs = self.assemble(slots, list(languages), targets)
         return self.llm(**inputs, **kwargs)
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from avalign.modeling import SpeechLLMForConditionalGeneration
 from avalign.modeling.script_constraint import script_characters
 from avalign.training import train_asr, train_speech_llm
 from avalign.training.data import batching
+from avalign.training.data.splits import load_splits
 from avalign.training.roman.deromanize import corpus_pairs, deromanization_prompt
 from avalign.training.text_lm import TextLMConfig, train_text_lm, train_tokenizer_for_lm
 
@@ -117,6 +118,20 @@ def test_generation_held_to_the_script_writes_only_that_script(unified_run):
         assert set(text) <= script_characters(script), (script, text)
 
 
+def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, smoke_corpus):
+    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0])
+    rows = load_splits(str(smoke_corpus), ["train"], ["en"]).select(range(6))
+    cached = train_speech_llm.encoder_outputs(model, rows, max_seconds_per_batch=8.0)  # other batches than below
+    assert sorted(cached) == sorted(rows["utterance_id"])
+    batches = [train_speech_llm.SpeechLLMCollator(model.feature_extractor, [], 0.0, encoder_outputs=outputs)(list(rows))
+               for outputs in (None, cached)]  # fmt: skip
+    assert "input_features" in batches[0] and batches[1]["encoder_states"].shape[0] == 6
+    assert batches[1]["audio_seconds"] == pytest.approx(sum(rows["duration"]))
+    with torch.no_grad():
+        live, once = (train_speech_llm.unified_loss(model, batch)[0] for batch in batches)
+    torch.testing.assert_close(once, live, rtol=1e-4, atol=1e-4)
+
+
 def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):
     output_dir, _ = unified_run
     model = SpeechLLMForConditionalGeneration.from_pretrained(output_dir)
@@ -155,6 +170,8 @@ def test_bad_inputs_fail_before_training(smoke_corpus, romanizer_dir, text_lm_di
         run(romanizer=trained_asr_dir[0])
     with pytest.raises(ValueError, match=r"language\(s\) \['ta'\] are not in"):
         run("--held_out_languages", "ta")
+    with pytest.raises(ValueError, match="--lora_rank 0 trains the projector alone"):
+        run("--lora_rank", "0", "--text_task_probability", "0.3")
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 

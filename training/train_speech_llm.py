@@ -12,14 +12,17 @@ dataset (by its `language` column alone) before any loader sees it. That is what
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 import jiwer
+import torch
 from accelerate.utils import set_seed
 from datasets import load_from_disk
+from torch.utils.data import DataLoader
 
 from avalign.modeling import SpeechLLMConfig, SpeechLLMForConditionalGeneration
-from avalign.training.data.batching import SpeechCollator
+from avalign.training.data.batching import DurationBucketSampler, SpeechCollator
 from avalign.training.data.splits import clean, load_splits
 from avalign.training.evaluate_asr import transcribe_batches
 from avalign.training.logs import setup_logging
@@ -61,12 +64,18 @@ class SpeechLLMArguments:
     max_byte_fraction: float = field(default=0.5, metadata={
         "help": "refuse a tokenizer that spells more than this fraction of the target characters with byte pieces"})
     eval_utterances: int = field(default=48, metadata={"help": "dev utterances decoded at each evaluation"})
+    cache_encoder_outputs: bool = field(default=True, metadata={
+        "help": "run the frozen encoder once over the training speech and keep its outputs in memory "
+                "(T' x D floats per utterance), not once per step"})  # fmt: skip
     min_seconds: float = 0.3
     max_seconds: float = 30.0
 
     def __post_init__(self):
         if not 0.0 <= self.text_task_probability <= 1.0:
             raise ValueError(f"--text_task_probability must be in [0, 1], got {self.text_task_probability}")
+        if self.lora_rank == 0 and self.text_task_probability > 0:
+            raise ValueError("--lora_rank 0 trains the projector alone, which the text task (Roman -> native) never "
+                             "reaches: set --text_task_probability 0 with it")  # fmt: skip
 
     def model_options(self) -> dict:
         return {name: getattr(self, name) for name in MODEL_OPTIONS}
@@ -76,13 +85,15 @@ class SpeechLLMCollator:
     """Rows of the common schema -> a speech batch (`SpeechCollator`'s, with `languages` and native `targets`), or,
     with probability `text_task_probability`, a text batch of as many (language, Roman, native) sentences drawn
     from `text_pool`. The draw depends on the seed, the epoch and the batch's first utterance only, so a resumed run
-    draws alike."""
+    draws alike. Given `encoder_outputs` ({utterance_id: (T', D)}, `encoder_outputs()`), a speech batch holds the
+    frozen encoder's outputs, padded, in place of features."""
 
     def __init__(self, feature_extractor, text_pool: list[tuple[str, str, str]], text_task_probability: float,
-                 seed: int = 0):  # fmt: skip
+                 seed: int = 0, encoder_outputs: dict | None = None):  # fmt: skip
         self.speech = SpeechCollator(feature_extractor)
         self.skip_report = self.speech.skip_report
         self.text_pool, self.text_task_probability, self.seed = text_pool, text_task_probability, seed
+        self.encoder_outputs = encoder_outputs
 
     def set_epoch(self, epoch: int) -> None:
         self.speech.set_epoch(epoch)
@@ -93,15 +104,53 @@ class SpeechLLMCollator:
             picks = [self.text_pool[draw.randrange(len(self.text_pool))] for _ in rows]
             languages, romans, natives = map(list, zip(*picks))
             return {"task": "text", "roman_texts": romans, "languages": languages, "targets": natives}
+        if self.encoder_outputs is not None:
+            return self.encoded_speech(rows)
         batch = self.speech(rows)
         if batch is None:
             return None
         return batch | {"task": "speech", "languages": batch["language"], "targets": batch["transcript"]}
 
+    def encoded_speech(self, rows: list[dict]) -> dict | None:
+        kept = [row for row in rows if row["utterance_id"] in self.encoder_outputs]
+        for row in rows:  # their audio did not decode when the encoder ran (counted there too)
+            if row["utterance_id"] not in self.encoder_outputs:
+                self.skip_report.add("no_encoder_output", row["utterance_id"])
+        self.skip_report.num_rows += len(rows)
+        if not kept:
+            return None
+        states = [self.encoder_outputs[row["utterance_id"]] for row in kept]
+        return {"task": "speech", "encoder_states": torch.nn.utils.rnn.pad_sequence(states, batch_first=True),
+                "encoder_lengths": torch.tensor([len(frames) for frames in states]),  # (B, T', D), (B,)
+                "languages": [row["language"] for row in kept], "targets": [row["transcript"] for row in kept],
+                "audio_seconds": sum(row["duration"] for row in kept)}  # fmt: skip
+
+
+@torch.no_grad()
+def encoder_outputs(model, dataset, max_seconds_per_batch: float) -> dict[str, torch.Tensor]:
+    """{utterance_id: (T', D)}: the frozen encoder's outputs for each row of `dataset` whose audio decodes, computed
+    once. The encoder is frozen and in eval mode and the speech is not augmented, so every epoch would compute the
+    same; the steps then run the projector and the LLM alone. Rows that do not decode are counted and logged."""
+    collator = SpeechCollator(model.feature_extractor)
+    sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, num_buckets=1, shuffle=False)
+    outputs = {}
+    for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collator):
+        if batch is None:
+            continue
+        encoded = model.encoder(batch["input_features"].to(model.device), attention_mask=batch["attention_mask"])
+        for utterance, states, length in zip(batch["utterance_id"], encoded.last_hidden_state,
+                                             encoded.encoder_lengths.tolist()):  # fmt: skip
+            outputs[utterance] = states[:length].float().cpu().clone()
+    if collator.skip_report.num_skipped:
+        logger.warning("encoder outputs: %s", collator.skip_report.summary())
+    return outputs
+
+
+SPEECH_INPUTS = ("roman_texts", "input_features", "attention_mask", "encoder_states", "encoder_lengths")
+
 
 def unified_loss(model, batch):
-    inputs = {"roman_texts": batch["roman_texts"]} if batch["task"] == "text" else {
-        "input_features": batch["input_features"], "attention_mask": batch["attention_mask"]}  # fmt: skip
+    inputs = {name: batch[name] for name in SPEECH_INPUTS if name in batch}
     loss = model(**inputs, languages=batch["languages"], targets=batch["targets"]).loss
     return loss, {f"{batch['task']}_loss": loss.item()}
 
@@ -187,9 +236,15 @@ def main(argv=None):
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     logger.info("unified model: %d trainable parameters (projector + LoRA); %d speech rows of %s; tokenizer %s",
                 trainable, len(train), sorted(set(train["language"])), coverage)  # fmt: skip
+    cached = None
+    if args.cache_encoder_outputs:
+        started = time.perf_counter()
+        cached = encoder_outputs(model, train, training.max_seconds_per_batch)
+        logger.info("encoder outputs of %d utterances, %.1f MB, in %.1f s", len(cached),
+                    sum(states.numel() for states in cached.values()) * 4 / 2**20, time.perf_counter() - started)
+    collator = SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability, training.seed, cached)
     trainer = StageTrainer(
-        training, model, train, SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability,
-                                                  training.seed), unified_loss,
+        training, model, train, collator, unified_loss,
         evaluate=dev_metrics(dev, training.max_seconds_per_batch), stage_name="speech_llm",
         hyperparameters=arguments_to_dict(args),
     )  # fmt: skip

@@ -223,8 +223,10 @@ class StageTrainer:
                 self.state["batches_done"] += 1
                 if batch is None:  # every row of the batch was dropped (counted by the collator)
                     continue
-                # 10 ms frames (a text-only batch, as the unified model's text task has, holds no audio)
-                batch_audio = batch["attention_mask"].sum().item() / 100.0 if "input_features" in batch else 0.0
+                # 10 ms frames, or the batch's own count (a text-only batch, as the unified model's text task has,
+                # holds no audio; its speech batches of encoder outputs say how much they hold)
+                batch_audio = batch.get("audio_seconds", batch["attention_mask"].sum().item() / 100.0
+                                        if "input_features" in batch else 0.0)  # fmt: skip
                 with accelerator.accumulate(self.model):
                     loss, logs = self.compute_loss(self.model, batch)
                     if not self._all_finite(loss):

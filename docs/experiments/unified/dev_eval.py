@@ -41,10 +41,12 @@ def main():
     parser.add_argument("--unified", nargs="+", type=Path, required=True)
     parser.add_argument("--seen-utterances", type=int, default=120)
     parser.add_argument("--skip-cascades", action="store_true")
+    parser.add_argument("--text-lm", type=Path, help="the LM cascade's LM (default: RUN/text_lm)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     start = time.time()
     cache, language = args.run / "romanization.json", args.held_out
+    text_lm = args.text_lm or args.run / "text_lm"
     dev = load_splits(str(args.run / "corpus"), ["dev"])
     held = dev.filter(lambda code: code == language, input_columns="language")
     seen = dev.filter(lambda code: code != language, input_columns="language").shuffle(seed=0)
@@ -57,8 +59,8 @@ def main():
         roman = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, roman_test, "tdt")
         results["romanized"] = cer(roman)
         cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{args.run / 'deromanizer'}"),
-                    "cascade_lm": deromanize.load_deromanizer(f"lm:{args.run / 'text_lm'}"),
-                    "cascade_lm_constrained": deromanize.load_deromanizer(f"lm:{args.run / 'text_lm'}",
+                    "cascade_lm": deromanize.load_deromanizer(f"lm:{text_lm}"),
+                    "cascade_lm_constrained": deromanize.load_deromanizer(f"lm:{text_lm}",
                                                                           constrain_to_script=True)}  # fmt: skip
         for name, deromanizer in cascades.items():
             hypotheses = deromanizer.deromanize([r["hypothesis"] for r in roman], [language] * len(roman))
