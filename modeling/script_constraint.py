@@ -8,7 +8,7 @@ What a row may write: the letters, marks and signs of its script (by Unicode cha
 "DEVANAGARI ..."), the Devanagari danda (shared by most Indic scripts), the zero-width (non-)joiners, the digits,
 whitespace and punctuation of Latin-1 and General Punctuation, and EOS. Byte-level tokenizers spell rare characters
 in byte pieces; the mask follows the UTF-8 bytes a row has left incomplete, so that a byte piece is allowed only
-where it can still end in an allowed character. (Cached per script and incomplete tail: a handful of masks.)
+where it can still end in an allowed character. (Cached per tokenizer, script and incomplete tail: a handful of masks.)
 
     processor = ScriptConstraint(tokenizer, ["Bengali", "Tamil"], prompt_length=0)
     llm.generate(..., logits_processor=LogitsProcessorList([processor]))
@@ -17,6 +17,7 @@ where it can still end in an allowed character. (Cached per script and incomplet
 import json
 import re
 import unicodedata
+import weakref
 from functools import cache
 
 import torch
@@ -48,9 +49,19 @@ def utf8_prefixes(script: str) -> frozenset[bytes]:
                      for end in range(1, len(encoded)))  # fmt: skip
 
 
+_VOCABULARIES = weakref.WeakKeyDictionary()  # tokenizer -> (its token bytes, {(script, tail, V): mask}), reused by
+# every generate call: a 150k-token vocabulary takes ~1 s to read
+
+
 def token_bytes(tokenizer) -> list[bytes | None]:
     """The bytes each token id writes; None for special tokens. Byte-level BPE (GPT-2, Llama-3, Qwen) through its
     byte alphabet; SentencePiece through "▁" and "<0xNN>" byte-fallback pieces."""
+    if tokenizer not in _VOCABULARIES:
+        _VOCABULARIES[tokenizer] = (read_token_bytes(tokenizer), {})
+    return _VOCABULARIES[tokenizer][0]
+
+
+def read_token_bytes(tokenizer) -> list[bytes | None]:
     decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
     byte_level = "ByteLevel" in json.dumps(decoder)
     alphabet = {character: byte for byte, character in bytes_to_unicode().items()}
@@ -95,13 +106,13 @@ class ScriptConstraint(LogitsProcessor):
 
     def __init__(self, tokenizer, scripts: list[str], prompt_length: int, num_beams: int = 1):
         self.tokens = token_bytes(tokenizer)
+        self.masks: dict[tuple[str, bytes, int], torch.Tensor] = _VOCABULARIES[tokenizer][1]
         self.scripts, self.prompt_length, self.num_beams = list(scripts), prompt_length, num_beams
         self.eos_id = tokenizer.eos_token_id
-        self.masks: dict[tuple[str, bytes], torch.Tensor] = {}
 
     def allowed(self, script: str, tail: bytes, vocabulary: int) -> torch.Tensor:
         """(V,) bool: the tokens a row in `script` may write after the incomplete bytes `tail`."""
-        key = (script, tail)
+        key = (script, tail, vocabulary)
         if key not in self.masks:
             mask = torch.zeros(vocabulary, dtype=torch.bool)
             for token_id, data in enumerate(self.tokens[:vocabulary]):

@@ -85,7 +85,8 @@ PRESETS = {
     # four languages in four scripts: what 2 CPU cores can train to recognise speech in ~30 minutes
     "demo": PipelinePreset(corpus="demo", teacher_steps=2000, languages=("hi", "bn", "ta", "en"),
                            scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 800},
-                           zero_shot_languages=("bn",), roman_fractions=(0.1,)),
+                           zero_shot_languages=("bn",), roman_fractions=(0.1,),
+                           text_lm_steps=5000),  # at 1,500 steps the LM wrote its prior, not its prompt (issue 20)
     "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
                            zero_shot_languages=LANGUAGES, transliterator_steps=3000),
 }  # fmt: skip
