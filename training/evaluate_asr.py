@@ -23,7 +23,7 @@ Text normalisation and statistics: see training/evaluation/metrics.py.
 import argparse
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -101,23 +101,30 @@ def transcribe_batches(
     """
     check_evaluation_set(dataset)
     dataset = dataset.select_columns(list(RECORD_COLUMNS))
-    collator = SpeechCollator(feature_extractor)
-    collator.skip_report = skip_report if skip_report is not None else SkipReport()
-    # one bucket, unshuffled: the rows sorted by duration and packed greedily, so padding stays small
-    sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, num_buckets=1, shuffle=False)
     hypotheses = {}
-    for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collator):
-        if batch is None:  # every row of the batch was skipped
-            continue
+    for batch in speech_batches(feature_extractor, dataset, max_seconds_per_batch, skip_report, "transcribe_batches"):
         hypotheses.update(zip(batch["utterance_id"], transcribe(batch)))
-    if collator.skip_report.num_skipped:
-        logger.warning("transcribe_batches: %s", collator.skip_report.summary())
     rows = dataset.remove_columns("audio")
     return [
         {"utterance_id": row["utterance_id"], "language": row["language"], "reference": row["transcript"],
          "hypothesis": hypotheses[row["utterance_id"]], "duration": row["duration"]}
         for row in rows if row["utterance_id"] in hypotheses
     ]  # fmt: skip
+
+
+def speech_batches(feature_extractor, dataset: Dataset, max_seconds_per_batch: float,
+                   skip_report: SkipReport | None = None, name: str = "speech_batches") -> Iterator[dict]:  # fmt: skip
+    """`SpeechCollator` batches of every row of `dataset` whose audio decodes, in one pass, sorted by duration and
+    packed greedily under the padded-seconds budget (little padding). Rows that fail to decode are counted in
+    `skip_report` (when given) and logged, under `name`, at the end."""
+    collator = SpeechCollator(feature_extractor)
+    collator.skip_report = skip_report if skip_report is not None else SkipReport()
+    sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, num_buckets=1, shuffle=False)
+    for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collator):
+        if batch is not None:  # None: every row of the batch was skipped
+            yield batch
+    if collator.skip_report.num_skipped:
+        logger.warning("%s: %s", name, collator.skip_report.summary())
 
 
 def transcript_examples(records: Mapping[str, Sequence[Mapping]], per_language: int = 2) -> list[dict]:

@@ -18,6 +18,7 @@ run in this process by default; `--launcher "accelerate launch --multi_gpu --num
 """
 
 import argparse
+import copy
 import json
 import logging
 import random
@@ -325,9 +326,11 @@ def evaluate_zero_shot(systems: ZeroShotSystems, corpus: Path, language: str, ca
     native_test = test.filter(lambda code: code == language, input_columns="language")
     roman_test = with_targets(native_test, "roman", cache)
     seen_test = test.filter(lambda code: code != language, input_columns="language")
-    cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{systems.transliterator}"),
-                "cascade_lm": deromanize.load_deromanizer(f"lm:{systems.text_lm}", constrain_to_script=True),
-                "cascade_lm_free": deromanize.load_deromanizer(f"lm:{systems.text_lm}")}  # fmt: skip
+    held = deromanize.load_deromanizer(f"lm:{systems.text_lm}", constrain_to_script=True)
+    free = copy.copy(held)  # the same LM, loaded once
+    free.constrain_to_script = False
+    cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{systems.transliterator}"), "cascade_lm": held,
+                "cascade_lm_free": free}  # fmt: skip
     natives = dict(zip(roman_test["utterance_id"], roman_test["transcript_native"]))
     no_speech = no_speech_records(native_test, corpus, cache, language)
     records = {view: {} for view in ("roman", *NATIVE_SYSTEMS, *FREE_SYSTEMS, NO_SPEECH)}

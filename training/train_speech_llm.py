@@ -19,12 +19,11 @@ import jiwer
 import torch
 from accelerate.utils import set_seed
 from datasets import load_from_disk
-from torch.utils.data import DataLoader
 
 from avalign.modeling import SpeechLLMConfig, SpeechLLMForConditionalGeneration
-from avalign.training.data.batching import DurationBucketSampler, SpeechCollator
+from avalign.training.data.batching import SpeechCollator
 from avalign.training.data.splits import clean, load_splits
-from avalign.training.evaluate_asr import transcribe_batches
+from avalign.training.evaluate_asr import speech_batches, transcribe_batches
 from avalign.training.logs import setup_logging
 from avalign.training.roman.deromanize import SCRIPTS, corpus_pairs, unique_sentences
 from avalign.training.schema import LANGUAGE_NAMES
@@ -131,18 +130,12 @@ def encoder_outputs(model, dataset, max_seconds_per_batch: float) -> dict[str, t
     """{utterance_id: (T', D)}: the frozen encoder's outputs for each row of `dataset` whose audio decodes, computed
     once. The encoder is frozen and in eval mode and the speech is not augmented, so every epoch would compute the
     same; the steps then run the projector and the LLM alone. Rows that do not decode are counted and logged."""
-    collator = SpeechCollator(model.feature_extractor)
-    sampler = DurationBucketSampler(dataset["duration"], max_seconds_per_batch, num_buckets=1, shuffle=False)
     outputs = {}
-    for batch in DataLoader(dataset, batch_sampler=sampler, collate_fn=collator):
-        if batch is None:
-            continue
+    for batch in speech_batches(model.feature_extractor, dataset, max_seconds_per_batch, name="encoder outputs"):
         encoded = model.encoder(batch["input_features"].to(model.device), attention_mask=batch["attention_mask"])
         for utterance, states, length in zip(batch["utterance_id"], encoded.last_hidden_state,
                                              encoded.encoder_lengths.tolist()):  # fmt: skip
             outputs[utterance] = states[:length].float().cpu().clone()
-    if collator.skip_report.num_skipped:
-        logger.warning("encoder outputs: %s", collator.skip_report.summary())
     return outputs
 
 
