@@ -7,6 +7,7 @@ from .configuration_fastconformer import _FastConformerHeadConfig
 
 PROJECTOR_TYPES = ("stack", "conv")
 PROJECTOR_ACTIVATIONS = ("gelu", "relu", "identity")
+SPEECH_COMPRESSIONS = ("none", "ctc")
 DEROMANIZATION_INSTRUCTION = "Write this romanized {language} sentence in {script} script."  # the LM cascade's too
 
 
@@ -21,6 +22,10 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     projector_type (`str`, defaults to `"stack"`): `"stack"` concatenates `projector_stride` frames (SLAM-LLM);
         `"conv"` is a strided Conv1d over them (Zero-AVSR: kernel = stride = 2).
     projector_stride (`int`, defaults to 2): encoder frames per LLM position (25 Hz -> 12.5 Hz for 2).
+    speech_compression (`str`, defaults to `"none"`): `"ctc"` runs the romanizer's own CTC head (frozen, saved with
+        the model) over the frames before the projector, drops the blank frames and averages each run of one Roman
+        character into one frame (CTC compression, Gaido et al. 2021): about one position per character, as the LLM
+        reads Roman text. `romanizer_vocab_size` and `romanizer_blank_token_id` size that head.
     projector_hidden_size (`int`, defaults to 512): the MLP's hidden width.
     projector_activation (`str`, defaults to `"gelu"`): between the MLP's two layers (`"identity"`: Zero-AVSR's).
     lora_rank, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (peft) on the LLM.
@@ -41,6 +46,9 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     projector_stride: int = 2
     projector_hidden_size: int = 512
     projector_activation: str = "gelu"
+    speech_compression: str = "none"
+    romanizer_vocab_size: int = 0
+    romanizer_blank_token_id: int = 0
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -62,6 +70,11 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
         if self.projector_activation not in PROJECTOR_ACTIVATIONS:
             raise ValueError(f"projector_activation must be one of {PROJECTOR_ACTIVATIONS}, "
                              f"got {self.projector_activation!r}")  # fmt: skip
+        if self.speech_compression not in SPEECH_COMPRESSIONS:
+            raise ValueError(f"speech_compression must be one of {SPEECH_COMPRESSIONS}, got {self.speech_compression!r}")
+        if self.speech_compression == "ctc" and not 0 <= self.romanizer_blank_token_id < self.romanizer_vocab_size:
+            raise ValueError("speech_compression 'ctc' needs the romanizer's CTC head: romanizer_vocab_size "
+                             f"{self.romanizer_vocab_size}, romanizer_blank_token_id {self.romanizer_blank_token_id}")
         if min(self.projector_stride, self.projector_hidden_size, self.max_new_tokens) < 1 or self.lora_rank < 0:
             raise ValueError("projector_stride, projector_hidden_size and max_new_tokens must be >= 1, lora_rank >= 0")
 

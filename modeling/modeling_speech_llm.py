@@ -30,15 +30,16 @@ from torch import nn
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList,
                           PreTrainedModel)
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.parakeet.modeling_parakeet import ParakeetEncoderCTCHead
 
 from .configuration_speech_llm import SpeechLLMConfig
 from .loading import load_encoder
-from .modeling_fastconformer import FastConformerModel, stack_frames
+from .modeling_fastconformer import FastConformerForCTCTDT, FastConformerModel, stack_frames
 from .script_constraint import ScriptConstraint
 
 SPEECH_SLOT = "<|speech|>"  # where the speech embeddings (or a Roman text's tokens) go in the prompt
 WEIGHTS_FILE, ADAPTER_FOLDER, LLM_FOLDER = "model.safetensors", "adapter", "llm"
-TRAINED_PREFIXES = ("encoder.", "projector.")  # what model.safetensors holds; the LLM's own weights are never copied
+TRAINED_PREFIXES = ("encoder.", "ctc_head.", "projector.")  # what model.safetensors holds (never the LLM's weights)
 IGNORE_INDEX = -100
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
 
@@ -66,6 +67,28 @@ class SpeechProjector(nn.Module):
             return self.mlp(stack_frames(frames, self.stride, num_positions))  # (B, N, stride * D) -> (B, N, H)
         padded = nn.functional.pad(frames, (0, 0, 0, num_positions * self.stride - frames.shape[1]))
         return self.mlp(self.conv(padded.transpose(1, 2)).transpose(1, 2))  # (B, N, D) -> (B, N, H)
+
+
+def ctc_compress(frames: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, blank: int):
+    """CTC compression: (B, T', D) frames, (B,) lengths and (B, T') per-frame CTC labels -> (B, N', D) frames and
+    (B,) lengths: blank frames dropped, each run of one label averaged into one frame ("a a _ a b" -> a, a, b). An
+    utterance with no label at all keeps the mean of its frames, so that no slot is empty."""
+    time = torch.arange(frames.shape[1], device=frames.device)
+    valid = time[None, :] < lengths[:, None]  # (B, T')
+    keep = valid & (labels != blank)
+    keep |= valid & ~keep.any(dim=1, keepdim=True)  # all blank: one run of every frame
+    previous_kept = nn.functional.pad(keep[:, :-1], (1, 0))
+    previous_label = nn.functional.pad(labels[:, :-1], (1, 0), value=-1)
+    starts = keep & (~previous_kept | (labels != previous_label))  # (B, T'): a new run begins here
+    runs = (starts.cumsum(dim=1) - 1).clamp(min=0)  # (B, T'): each frame's run (meaningless where not kept)
+    weights = keep.to(torch.float32)
+    sums = torch.zeros(frames.shape, dtype=torch.float32, device=frames.device).scatter_add_(
+        1, runs[..., None].expand_as(frames), frames.float() * weights[..., None])  # fmt: skip
+    counts = torch.zeros(weights.shape, device=frames.device).scatter_add_(1, runs, weights)
+    compressed_lengths = starts.sum(dim=1)
+    width = int(compressed_lengths.max())
+    means = sums[:, :width] / counts[:, :width, None].clamp(min=1.0)
+    return means.to(frames.dtype), compressed_lengths
 
 
 def load_llm(name_or_path: str | Path, load_in_4bit: bool = False):
@@ -113,6 +136,10 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
     def __init__(self, config: SpeechLLMConfig, llm=None, tokenizer=None, feature_extractor=None):
         super().__init__(config)
         self.encoder = FastConformerModel(config.encoder_config).requires_grad_(False)
+        self.ctc_head = None  # the romanizer's own, frozen: labels the frames that CTC compression keeps
+        if config.speech_compression == "ctc":
+            width = config.encoder_config.hidden_size
+            self.ctc_head = ParakeetEncoderCTCHead(width, config.romanizer_vocab_size, kernel_size=1).requires_grad_(False)
         self.projector = SpeechProjector(config)
         self.post_init()
         self.llm, self.tokenizer, self.feature_extractor = llm, tokenizer, feature_extractor  # after post_init:
@@ -132,9 +159,13 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         llm, tokenizer = load_llm(llm_name_or_path, options.get("load_in_4bit", False))
         config = SpeechLLMConfig(encoder_config=encoder.config.to_dict(), llm_name_or_path=str(llm_name_or_path),
                                  llm_hidden_size=llm.config.hidden_size, romanizer=str(romanizer),
-                                 languages=languages, **options)  # fmt: skip
+                                 romanizer_vocab_size=romanizer_config.vocab_size,
+                                 romanizer_blank_token_id=romanizer_config.blank_token_id, languages=languages,
+                                 **options)  # fmt: skip
         model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer))
         model.encoder.load_state_dict(encoder.state_dict())
+        if model.ctc_head is not None:
+            model.ctc_head.load_state_dict(FastConformerForCTCTDT.from_pretrained(romanizer).ctc_head.state_dict())
         return model
 
     @classmethod
@@ -231,6 +262,11 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             with torch.no_grad():
                 encoded = self.encoder(input_features, attention_mask=attention_mask)
             encoder_states, encoder_lengths = encoded.last_hidden_state, encoded.encoder_lengths
+        if self.ctc_head is not None:
+            with torch.no_grad():
+                labels = self.ctc_head(encoder_states.to(self.ctc_head.weight.dtype)).argmax(dim=-1)  # (B, T')
+            encoder_states, encoder_lengths = ctc_compress(encoder_states, encoder_lengths, labels,
+                                                           self.config.romanizer_blank_token_id)  # (B, N', D)
         frames = torch.arange(encoder_states.shape[1], device=encoder_states.device)
         padding = frames[None, :] >= encoder_lengths[:, None]  # (B, T')
         # padding zeroed: a stacked position that reads past an utterance's end is then alike in every batch
@@ -324,4 +360,4 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
 
 
-__all__ = ["SpeechLLMForConditionalGeneration", "SpeechProjector", "load_llm"]
+__all__ = ["SpeechLLMForConditionalGeneration", "SpeechProjector", "ctc_compress", "load_llm"]

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from avalign.modeling import SpeechLLMForConditionalGeneration
+from avalign.modeling import FastConformerForCTCTDT, SpeechLLMForConditionalGeneration
+from avalign.modeling.modeling_speech_llm import ctc_compress
 from avalign.modeling.script_constraint import script_characters
 from avalign.training import train_asr, train_speech_llm
 from avalign.training.data import batching
@@ -130,6 +131,31 @@ def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, 
     with torch.no_grad():
         live, once = (train_speech_llm.unified_loss(model, batch)[0] for batch in batches)
     torch.testing.assert_close(once, live, rtol=1e-4, atol=1e-4)
+
+
+def test_ctc_compression_drops_blanks_and_averages_each_run_of_one_label():
+    frames = torch.arange(14.0).reshape(2, 7, 1)  # (B 2, T' 7, D 1); blank 0
+    labels = torch.tensor([[1, 1, 0, 1, 2, 2, 3], [0, 0, 0, 0, 3, 3, 3]])
+    compressed, lengths = ctc_compress(frames, torch.tensor([6, 4]), labels, blank=0)
+    assert lengths.tolist() == [3, 1]  # "a a _ a b b | c" -> a, a, b (past the length: ignored); all blank: one
+    torch.testing.assert_close(compressed[0, :, 0], torch.tensor([0.5, 3.0, 4.5]))
+    torch.testing.assert_close(compressed[1, :1, 0], torch.tensor([(7 + 8 + 9 + 10) / 4]))  # the mean of its frames
+
+
+def test_a_ctc_compressed_model_keeps_one_position_per_ctc_label(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path):
+    train_speech_llm.main(arguments(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path, "--held_out_languages", "hi",
+                                    "--speech_compression", "ctc", "--projector_stride", "1", "--max_steps", "2",
+                                    "--eval_steps", "0"))  # fmt: skip
+    assert {key.split(".")[0] for key in load_file(tmp_path / "model.safetensors")} == {"encoder", "ctc_head", "projector"}
+    model = SpeechLLMForConditionalGeneration.from_pretrained(tmp_path)
+    romanizer = FastConformerForCTCTDT.from_pretrained(romanizer_dir).eval()
+    torch.testing.assert_close(model.ctc_head.weight, romanizer.ctc_head.weight, rtol=0, atol=0)  # its own, frozen
+    audio = [np.random.default_rng(seed).normal(0, 0.1, 8000 * (seed + 1)).astype(np.float32) for seed in range(3)]
+    features, mask = model.features(audio)
+    with torch.no_grad():
+        slots = model.speech_embeddings(features, mask)
+        decoded = romanizer.transcribe(features, mask, decoding="ctc")
+    assert [len(slot) for slot in slots] == [max(1, len(tokens)) for tokens in decoded.sequences]
 
 
 def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):

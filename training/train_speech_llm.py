@@ -31,7 +31,8 @@ from avalign.training.text_lm import character_coverage
 from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments
 
 logger = logging.getLogger("avalign")
-MODEL_OPTIONS = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation", "lora_rank",
+MODEL_OPTIONS = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation",
+                 "speech_compression", "lora_rank",
                  "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens",
                  "constrain_to_script")  # fmt: skip
 
@@ -53,6 +54,7 @@ class SpeechLLMArguments:
     projector_stride: int = SpeechLLMConfig.projector_stride
     projector_hidden_size: int = SpeechLLMConfig.projector_hidden_size
     projector_activation: str = SpeechLLMConfig.projector_activation
+    speech_compression: str = SpeechLLMConfig.speech_compression
     lora_rank: int = SpeechLLMConfig.lora_rank
     lora_alpha: int = SpeechLLMConfig.lora_alpha
     lora_dropout: float = SpeechLLMConfig.lora_dropout
