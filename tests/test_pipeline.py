@@ -102,9 +102,21 @@ def test_each_report_lists_the_shared_stages_and_its_own():
 
 @pytest.fixture(scope="module")
 def roman_run(smoke_run):
-    """The same run directory with --targets roman: stages 0-2 shared, romanized stage 3, zero-shot hi and en."""
+    """The same run directory with --targets roman: stages 0-2 shared, romanized stage 3, zero-shot hi and en; its
+    training stages two at a time (--jobs 2)."""
     output_dir, native = smoke_run
-    return output_dir, native, pipeline.run_pipeline("smoke", output_dir, languages=["hi", "en"], targets="roman")
+    return output_dir, native, pipeline.run_pipeline("smoke", output_dir, languages=["hi", "en"], targets="roman",
+                                                     jobs=2)  # fmt: skip
+
+
+def test_jobs_share_out_each_training_stage_once_and_record_the_wall_time(roman_run):
+    output_dir, _, results = roman_run
+    trained = {stage for stage in results["timings_seconds"] if stage.split("/")[0] in pipeline.SIDE_BY_SIDE}
+    assert {"text_lm", "deromanizer", "unified/zeroshot-hi-aligned", "asr/zeroshot-en-baseline"} <= trained
+    claims = {claim.name.replace("__", "/"): claim.read_text() for claim in (output_dir / ".claims").iterdir()}
+    assert set(claims) == trained and len(set(claims.values())) == 2  # each stage once; both workers ran some
+    assert results["run"]["jobs"] == 2 and 0 < results["run"]["seconds"] < sum(results["timings_seconds"].values())
+    assert "with 2 training stage(s) at a time" in (output_dir / "report-roman.md").read_text()
 
 
 def test_roman_targets_run_zero_shot_beside_the_native_report(roman_run):

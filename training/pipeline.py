@@ -15,14 +15,21 @@ romanizer's frames straight into that LM, with LoRA).
 Every stage writes into its own folder under the output directory; a finished stage is skipped when the pipeline
 runs again (`--force STAGE` reruns one), and an interrupted training stage resumes from its last checkpoint. Stages
 run in this process by default; `--launcher "accelerate launch --multi_gpu --num_processes 2"` runs each training stage with it.
+`--jobs 2` (the demo preset's default) trains stage 3 and the zero-shot stages two at a time, in worker processes of one
+thread each that take the next unclaimed stage whose inputs exist: two small models side by side on a core each finish
+sooner than one after the other on both cores (the demo's stage-3 step: 0.65 s on one thread, 0.45 s on two). Stages
+0-2 and the evaluations run in this process, on every thread.
 """
 
 import argparse
 import copy
+import fcntl
 import json
 import logging
+import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -76,6 +83,7 @@ class PipelinePreset:
     transliterator_steps: int = 600
     text_lm_steps: int = 1500  # the text-only causal LM of the LM cascade and the unified model
     text_lm_config: TextLMConfig = field(default_factory=TextLMConfig)
+    jobs: int = 1  # training stages side by side (--jobs overrides), each worker on one thread
 
 
 PRESETS = {
@@ -86,12 +94,13 @@ PRESETS = {
     # four languages in four scripts: what 2 CPU cores can train to recognise speech in ~30 minutes
     "demo": PipelinePreset(corpus="demo", teacher_steps=2000, languages=("hi", "bn", "ta", "en"),
                            scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 800},
-                           zero_shot_languages=("bn",), roman_fractions=(0.1,),
+                           zero_shot_languages=("bn",), roman_fractions=(0.1,), jobs=2,
                            text_lm_steps=5000),  # at 1,500 steps the LM wrote its prior, not its prompt (issue 20)
     "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
                            zero_shot_languages=LANGUAGES, transliterator_steps=3000),
 }  # fmt: skip
 SYSTEMS = ("aligned", "baseline", "scratch")  # stage 3 from the stage-2, the stage-1 and a random encoder
+SIDE_BY_SIDE = ("asr", "unified", "text_lm", "deromanizer")  # the stages --jobs workers share out
 ALIGN_FIELDS = ("report_split", "recall_before", "recall_after", "retrieval_examples")
 ASR_TRAINING_FIELDS = ("train_utterances", "ctc_unfit_utterances", "vocab_size", "global_step", "train_seconds",
                        "freeze_encoder_steps", "ctc_loss_weight", "spec_augment_time_masks", "speed_perturbation",
@@ -99,31 +108,62 @@ ASR_TRAINING_FIELDS = ("train_utterances", "ctc_unfit_utterances", "vocab_size",
 
 
 class Pipeline:
-    """Runs stages in order, skips the finished ones, and records each stage's wall time."""
+    """Runs stages in order, skips the finished ones, and records each stage's wall time. A `worker` (of --jobs) runs
+    only the SIDE_BY_SIDE stages it claims first, once their inputs (`needs`) exist."""
 
     def __init__(self, preset: str, output_dir: Path, languages=None, launcher: str | None = None, force=(),
-                 targets: str = "native"):
+                 targets: str = "native", worker: bool = False):
         self.name, self.preset, self.output_dir, self.targets = preset, PRESETS[preset], output_dir, targets
         self.languages, self.force = tuple(languages or self.preset.languages), set(force)
         self.launcher = shlex.split(launcher) if launcher else None
+        self.worker, self.claims = worker, output_dir / ".claims"
+        self.ran, self.waiting = [], []  # stages this process ran; in a worker's pass, those whose inputs are missing
         self.state_file = output_dir / "pipeline_state.json"
         self.timings = json.loads(self.state_file.read_text())["timings_seconds"] if self.state_file.exists() else {}
 
-    def stage(self, name: str, done_marker: Path, run: Callable[[], None]) -> None:
+    def stage(self, name: str, done_marker: Path, run: Callable[[], None], needs: tuple[Path, ...] = ()) -> None:
         if done_marker.exists() and name not in self.force and name.split("/")[0] not in self.force:
-            logger.info("[%s] finished earlier: skipped (%s)", name, done_marker)
+            if not self.worker:
+                logger.info("[%s] finished earlier: skipped (%s)", name, done_marker)
+            return
+        if self.worker and not self.claim(name, needs):
             return
         logger.info("[%s] starting", name)
         started = time.perf_counter()
         run()
         seconds = round(time.perf_counter() - started, 1)
         logger.info("[%s] done in %.1f s", name, seconds)
-        if self.state_file.exists():  # another process may share this directory (the study's --jobs): keep its stages
-            self.timings = {**json.loads(self.state_file.read_text())["timings_seconds"], **self.timings}
-        self.timings[name] = seconds
-        partial = self.state_file.with_suffix(".partial")
-        partial.write_text(json.dumps({"preset": self.name, "timings_seconds": self.timings}, indent=2))
-        partial.replace(self.state_file)
+        self.ran.append(name)
+        self.record({name: seconds})
+
+    def claim(self, name: str, needs: tuple[Path, ...]) -> bool:
+        """In a worker: whether this stage is ours to run now (shared out, inputs ready, no other worker's)."""
+        if name.split("/")[0] not in SIDE_BY_SIDE:
+            return False
+        if not all(marker.exists() for marker in needs):
+            self.waiting.append(name)
+            return False
+        self.claims.mkdir(exist_ok=True)
+        try:
+            claim = os.open(self.claims / name.replace("/", "__"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(claim, str(os.getpid()).encode())  # which worker ran it
+        os.close(claim)
+        return True
+
+    def record(self, entries: dict, key: str = "timings_seconds") -> None:
+        """Merge `entries` into pipeline_state.json under `key`, locked: other processes (--jobs workers, the study)
+        may share this directory."""
+        with open(self.output_dir / ".pipeline_state.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+            state = {"preset": self.name, "timings_seconds": {}, **state}
+            state[key] = {**state.get(key, {}), **entries}
+            partial = self.state_file.with_suffix(".partial")
+            partial.write_text(json.dumps(state, indent=2))
+            partial.replace(self.state_file)
+        self.timings = state["timings_seconds"]
 
     def train(self, script: str, config: str, **arguments) -> None:
         """A stage script, with the preset's YAML config and these arguments; resumes from its checkpoints."""
@@ -132,10 +172,46 @@ class Pipeline:
             argv += [f"--{key}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
         if "languages" not in arguments:
             argv += ["--languages", *self.languages]
+        if self.worker:  # two progress bars would overwrite each other: the log's step lines remain
+            argv += ["--progress", "false"]
         if self.launcher:
             subprocess.run([*self.launcher, STAGE_SCRIPTS[script].__file__, *argv], check=True)
         else:
             STAGE_SCRIPTS[script].main(argv)  # each stage's trainer starts from a fresh accelerate state
+
+
+def run_side_by_side(pipeline: Pipeline, jobs: int) -> None:
+    """`jobs` worker processes of one thread each (`--worker`) that share out the SIDE_BY_SIDE stages; a failed
+    worker stops the others and raises."""
+    shutil.rmtree(pipeline.claims, ignore_errors=True)  # no worker is alive: every claim left is stale
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "avalign.training.pipeline", "--worker", "--preset", pipeline.name,
+               "--output-dir", str(pipeline.output_dir), "--targets", pipeline.targets,
+               "--languages", *pipeline.languages]  # fmt: skip
+    command += ["--force", *pipeline.force] if pipeline.force else []
+    command += ["--launcher", shlex.join(pipeline.launcher)] if pipeline.launcher else []
+    workers = [subprocess.Popen(command, env=environment) for _ in range(jobs)]
+    while any(worker.poll() is None for worker in workers):
+        if any(worker.returncode for worker in workers):
+            for worker in workers:
+                worker.terminate()
+            break
+        time.sleep(1.0)
+    failed = [worker.returncode for worker in workers if worker.wait()]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {jobs} pipeline workers failed (exit {failed}); see the log above. "
+                           "Rerun: finished stages are skipped and interrupted ones resume")  # fmt: skip
+
+
+def run_as_worker(pipeline: Pipeline) -> None:
+    """A --jobs worker: passes over the stage list, running the stages it claims, until none is left to it."""
+    while True:
+        ran, pipeline.waiting = len(pipeline.ran), []
+        run_stages(pipeline)
+        if not pipeline.waiting:
+            return
+        if len(pipeline.ran) == ran:  # only stages whose inputs another worker is still training
+            time.sleep(2.0)
 
 
 def run_fractions(spec: PipelinePreset, targets: str) -> tuple[float, ...]:
@@ -149,33 +225,23 @@ def fraction_dir(system: str, fraction: float, targets: str = "native") -> str:
     return name if targets == "native" else f"{targets}-{name}"
 
 
-def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=None, force=(), targets="native") -> dict:
+def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=None, force=(), targets="native",
+                 jobs: int | None = None) -> dict:
+    """Every stage, then results.json and report.md. With `jobs` > 1 (default: the preset's) stages 0-2 run first,
+    then the SIDE_BY_SIDE stages in `jobs` worker processes, then the rest here."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(preset, output_dir, languages, launcher, force, targets)
-    spec = pipeline.preset
-    corpus, teacher_dir, embeddings, pretrain = run_stages_0_1(pipeline)
-    align, scratch = output_dir / "align", output_dir / "scratch"
-    pipeline.stage("align", align / "metrics.json", lambda: pipeline.train(
-        "align", "align", corpus=corpus, init_encoder=pretrain, teacher=teacher_dir, embeddings_dir=embeddings,
-        output_dir=align))  # fmt: skip
-    if spec.scratch_fractions:
-        pipeline.stage("scratch", scratch / "config.json", lambda: stage_scratch(pretrain, scratch))
-    encoders = {"aligned": align, "baseline": pretrain, "scratch": scratch}
-    cache = output_dir / "romanization.json"  # uroman output of every transcript, shared by all roman stages
-    for fraction in run_fractions(spec, targets):
-        for system in systems_at(spec, fraction):
-            encoder, name = encoders[system], fraction_dir(system, fraction, targets)
-            train = lambda e=encoder, n=name, x=fraction, s=system: pipeline.train(  # noqa: E731
-                "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
-                targets=targets, romanization_cache=cache, **asr_overrides(spec, x, s))  # fmt: skip
-            pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
-    for fraction in run_fractions(spec, targets):
-        folder = output_dir / "eval" / fraction_dir("", fraction, targets)
-        pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
-            output_dir, corpus, f, x, spec, targets, cache))  # fmt: skip
-    if targets == "roman":
-        run_zero_shot(pipeline, corpus, {system: encoders[system] for system in ("aligned", "baseline")}, cache)
+    jobs = pipeline.preset.jobs if jobs is None else jobs
+    started, timings_before = time.perf_counter(), dict(pipeline.timings)
+    if jobs > 1:
+        run_encoders(pipeline)
+        run_side_by_side(pipeline, jobs)
+        pipeline.force = {name for name in pipeline.force if name.split("/")[0] not in SIDE_BY_SIDE}  # rerun there
+        pipeline.timings = json.loads(pipeline.state_file.read_text())["timings_seconds"]
+    corpus, cache = run_stages(pipeline)
+    if pipeline.timings != timings_before:  # a run that trained or evaluated anything: its wall time, stages overlapping
+        pipeline.record({targets: {"seconds": round(time.perf_counter() - started, 1), "jobs": jobs}}, key="runs")
     results = collect_results(pipeline, output_dir)
     suffix = results_suffix(targets)
     (output_dir / "plots").mkdir(exist_ok=True)
@@ -188,6 +254,46 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
                          postscript="\n".join(examples_section(results)), suffix=suffix)  # fmt: skip
     logger.info("report: %s", paths[0])
     return results
+
+
+def run_encoders(pipeline: Pipeline) -> tuple[Path, dict, Path]:
+    """Stages 0-2 (and the scratch control's random encoder) -> (corpus, {system: encoder folder}, the romanization
+    cache every roman stage shares)."""
+    output_dir, spec = pipeline.output_dir, pipeline.preset
+    corpus, teacher_dir, embeddings, pretrain = run_stages_0_1(pipeline)
+    align, scratch = output_dir / "align", output_dir / "scratch"
+    pipeline.stage("align", align / "metrics.json", lambda: pipeline.train(
+        "align", "align", corpus=corpus, init_encoder=pretrain, teacher=teacher_dir, embeddings_dir=embeddings,
+        output_dir=align))  # fmt: skip
+    if spec.scratch_fractions:
+        pipeline.stage("scratch", scratch / "config.json", lambda: stage_scratch(pretrain, scratch))
+    encoders = {"aligned": align, "baseline": pretrain, "scratch": scratch}
+    return corpus, encoders, output_dir / "romanization.json"  # uroman output of every transcript
+
+
+def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
+    """The stage list: stages 0-2, stage 3 at each fraction, its evaluation and, for roman targets, the zero-shot
+    protocol -> (corpus, romanization cache)."""
+    output_dir, spec, targets = pipeline.output_dir, pipeline.preset, pipeline.targets
+    corpus, encoders, cache = run_encoders(pipeline)
+    if targets == "roman":  # the text LM first: the longest stage, and one the others do not wait for
+        run_text_models(pipeline, corpus, cache)
+    for fraction in run_fractions(spec, targets):
+        for system in systems_at(spec, fraction):
+            encoder, name = encoders[system], fraction_dir(system, fraction, targets)
+            train = lambda e=encoder, n=name, x=fraction, s=system: pipeline.train(  # noqa: E731
+                "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
+                targets=targets, romanization_cache=cache, **asr_overrides(spec, x, s))  # fmt: skip
+            pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
+    if targets == "roman":
+        run_zero_shot(pipeline, corpus, {system: encoders[system] for system in ("aligned", "baseline")}, cache)
+    for fraction in run_fractions(spec, targets):
+        folder = output_dir / "eval" / fraction_dir("", fraction, targets)
+        pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
+            output_dir, corpus, f, x, spec, targets, cache))  # fmt: skip
+    if targets == "roman":
+        run_zero_shot_evaluation(pipeline, corpus, cache)
+    return corpus, cache
 
 
 def run_stages_0_1(pipeline: Pipeline) -> tuple[Path, Path, Path, Path]:
@@ -256,35 +362,56 @@ def stage_evaluate(output_dir: Path, corpus: Path, folder: Path, fraction: float
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
 
+def run_text_models(pipeline: Pipeline, corpus: Path, cache: Path) -> None:
+    """The two de-romanizers of the cascades, trained on text alone: the character transliterator and the text-only
+    causal LM (also the unified model's LLM)."""
+    output_dir, spec = pipeline.output_dir, pipeline.preset
+    pipeline.stage("deromanizer", output_dir / "deromanizer" / "metrics.json", lambda: deromanize.train_transliterator(
+        deromanize.corpus_pairs(load_from_disk(str(corpus)), cache), output_dir / "deromanizer",
+        steps=spec.transliterator_steps))  # fmt: skip
+    pipeline.stage("text_lm", output_dir / "text_lm" / "metrics.json", lambda: text_lm.train_text_lm(
+        text_lm_texts(corpus, cache, pipeline.languages), output_dir / "text_lm", steps=spec.text_lm_steps,
+        config=spec.text_lm_config))  # fmt: skip
+
+
+def held_out_languages(pipeline: Pipeline) -> list[str]:
+    return [language for language in pipeline.preset.zero_shot_languages if language in pipeline.languages]
+
+
+def zero_shot_systems(output_dir: Path, held_out: str, spec: PipelinePreset, systems=("aligned", "baseline")):
+    """The folders behind one held-out language's zero-shot evaluation."""
+    largest = max(spec.fractions)  # the native-target stage-3 models the unified one is held against on seen languages
+    return ZeroShotSystems(romanizers={system: output_dir / "asr" / f"zeroshot-{held_out}-{system}" for system in systems},
+                           unified={system: output_dir / "unified" / f"zeroshot-{held_out}-{system}" for system in systems},
+                           natives={system: output_dir / "asr" / fraction_dir(system, largest) for system in systems},
+                           transliterator=output_dir / "deromanizer", text_lm=output_dir / "text_lm")  # fmt: skip
+
+
 def run_zero_shot(pipeline: Pipeline, corpus: Path, encoders: dict, cache: Path) -> None:
     """Language-agnostic ASR: for each held-out language, fine-tune (roman targets) on every other language, then
-    recognise the held-out one and write its native script: through a character transliterator or the text-only LM
-    (cascades, trained on text alone), and through the unified model (that LM, fed the romanizer's frames)."""
-    output_dir, spec = pipeline.output_dir, pipeline.preset
-    languages = pipeline.languages
-    deromanizer_dir, lm_dir = output_dir / "deromanizer", output_dir / "text_lm"
-    pipeline.stage("deromanizer", deromanizer_dir / "metrics.json", lambda: deromanize.train_transliterator(
-        deromanize.corpus_pairs(load_from_disk(str(corpus)), cache), deromanizer_dir,
-        steps=spec.transliterator_steps))  # fmt: skip
-    pipeline.stage("text_lm", lm_dir / "metrics.json", lambda: text_lm.train_text_lm(
-        text_lm_texts(corpus, cache, languages), lm_dir, steps=spec.text_lm_steps, config=spec.text_lm_config))  # fmt: skip
-    largest = max(spec.fractions)  # the native-target stage-3 models the unified one is held against on seen languages
-    natives = {system: output_dir / "asr" / fraction_dir(system, largest) for system in encoders}
-    for held_out in [language for language in spec.zero_shot_languages if language in languages]:
-        seen = [language for language in languages if language != held_out]
-        models = {system: output_dir / "asr" / f"zeroshot-{held_out}-{system}" for system in encoders}
-        unified = {system: output_dir / "unified" / f"zeroshot-{held_out}-{system}" for system in encoders}
+    train the unified model (the text-only LM, fed that romanizer's frames)."""
+    lm_dir = pipeline.output_dir / "text_lm"
+    for held_out in held_out_languages(pipeline):
+        seen = [language for language in pipeline.languages if language != held_out]
+        systems = zero_shot_systems(pipeline.output_dir, held_out, pipeline.preset, tuple(encoders))
         for system, encoder in encoders.items():
-            pipeline.stage(f"asr/zeroshot-{held_out}-{system}", models[system] / "metrics.json", lambda e=encoder, f=models[system], k=seen: pipeline.train(
+            romanizer, unified = systems.romanizers[system], systems.unified[system]
+            pipeline.stage(f"asr/zeroshot-{held_out}-{system}", romanizer / "metrics.json", lambda e=encoder, f=romanizer, k=seen: pipeline.train(
                 "asr", "asr", corpus=corpus, init_encoder=e, output_dir=f, targets="roman",
                 romanization_cache=cache, languages=k))  # fmt: skip
-            pipeline.stage(f"unified/zeroshot-{held_out}-{system}", unified[system] / "metrics.json", lambda r=models[system], f=unified[system], h=held_out: pipeline.train(
+            pipeline.stage(f"unified/zeroshot-{held_out}-{system}", unified / "metrics.json", lambda r=romanizer, f=unified, h=held_out: pipeline.train(
                 "speech_llm", "speech_llm", corpus=corpus, romanizer=r, llm=lm_dir, held_out_languages=[h],
-                romanization_cache=cache, output_dir=f))  # fmt: skip
-        folder = output_dir / "eval" / f"zeroshot-{held_out}"
-        systems = ZeroShotSystems(models, unified, natives, deromanizer_dir, lm_dir)
+                romanization_cache=cache, output_dir=f), needs=(romanizer / "metrics.json", lm_dir / "metrics.json"))  # fmt: skip
+
+
+def run_zero_shot_evaluation(pipeline: Pipeline, corpus: Path, cache: Path) -> None:
+    """Each held-out language recognised by its romanizer, then written in its native script three ways: two
+    cascades (the transliterator; the text-only LM, prompted) and the unified model."""
+    for held_out in held_out_languages(pipeline):
+        folder = pipeline.output_dir / "eval" / f"zeroshot-{held_out}"
+        systems = zero_shot_systems(pipeline.output_dir, held_out, pipeline.preset)
         pipeline.stage(f"evaluate/zeroshot-{held_out}", folder / "results.json", lambda f=folder, s=systems, h=held_out: evaluate_zero_shot(
-            s, corpus, h, cache, f, spec.bootstrap_resamples))  # fmt: skip
+            s, corpus, h, cache, f, pipeline.preset.bootstrap_resamples))  # fmt: skip
 
 
 def text_lm_texts(corpus: Path, cache: Path, languages) -> list[str]:
@@ -412,6 +539,7 @@ def collect_results(pipeline: Pipeline, output_dir: Path) -> dict:
         "languages": stats.get("languages", pipeline.languages),
         "fractions": [float(f) for f in run_fractions(pipeline.preset, pipeline.targets)],
         "timings_seconds": stage_timings(pipeline.timings, pipeline.targets),
+        "run": read(pipeline.state_file).get("runs", {}).get(pipeline.targets),  # the last run that ran a stage
         "corpus": stats,
         "teacher": counters,
         "pretrain": read(output_dir / "pretrain" / "metrics.json").get("eval_metrics", {}),
@@ -528,6 +656,10 @@ def run_summary(results: dict, suffix: str = "") -> str:
               "", *distinct_table(results), "", "## Wall time per stage", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {stage} | {seconds} |" for stage, seconds in results["timings_seconds"].items()]
     lines.append(f"| **total** | {sum(results['timings_seconds'].values()):.1f} |")
+    if results.get("run"):
+        run = results["run"]
+        lines += ["", f"The last run of this report's stages took {run['seconds']:.0f} s of wall time, with "
+                      f"{run['jobs']} training stage(s) at a time (`--jobs`; per-stage times overlap when above 1)."]
     if results.get("zero_shot"):
         lines += ["", "## Zero-shot languages (roman targets, test set, TDT)", "", *zero_shot_table(results["zero_shot"])]
     return "\n".join(lines) + "\n\n"
@@ -559,8 +691,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--force", nargs="+", default=[], help="rerun these stages (e.g. align asr evaluate)")
     parser.add_argument("--targets", choices=["native", "roman"], default="native",
                         help="roman: uroman targets for stage 3, plus the zero-shot protocol on held-out languages")
+    parser.add_argument("--jobs", type=int, help="training stages side by side, one thread each (default: the "
+                        "preset's; demo 2)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' processes
     args = parser.parse_args(argv)
-    return run_pipeline(args.preset, args.output_dir, args.languages, args.launcher, args.force, args.targets)
+    if args.worker:
+        return run_as_worker(Pipeline(args.preset, Path(args.output_dir), args.languages, args.launcher, args.force,
+                                      args.targets, worker=True))  # fmt: skip
+    return run_pipeline(args.preset, args.output_dir, args.languages, args.launcher, args.force, args.targets,
+                        args.jobs)
 
 
 if __name__ == "__main__":
