@@ -343,8 +343,8 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                  max_new_tokens: int | None = None, num_beams: int = 1,
                  constrain_to_script: bool | None = None) -> list[str]:  # fmt: skip
         """Native-script text of each row: speech (features or 16 kHz `audio` arrays) or `roman_texts`, and its
-        language. At most `max_new_tokens` (the config's by default) tokens per row; with `constrain_to_script`
-        (the config's by default), only characters of the row's script (`ScriptConstraint`)."""
+        language. At most `max_new_tokens` (the config's by default) tokens per row, up to the first newline; with
+        `constrain_to_script` (the config's by default), only characters of the row's script (`ScriptConstraint`)."""
         languages = list(languages)
         slots = self.slots(input_features, attention_mask, roman_texts, audio)
         inputs = self.assemble(slots, languages)
@@ -355,9 +355,10 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         generated = self.llm.generate(
             **inputs, max_new_tokens=max_new_tokens or self.config.max_new_tokens, num_beams=num_beams,
             do_sample=False, eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList(processors),
+            logits_processor=LogitsProcessorList(processors), stop_strings=["\n"], tokenizer=self.tokenizer,
         )  # (B, new tokens): with inputs_embeds only, a decoder-only LM returns the new tokens alone
-        return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return [text.split("\n", 1)[0].strip() for text in texts]  # one transcript: one line, as the LM cascade's
 
 
 __all__ = ["SpeechLLMForConditionalGeneration", "SpeechProjector", "ctc_compress", "load_llm"]

@@ -109,6 +109,14 @@ def test_generation_is_bounded_and_takes_audio_or_roman_text(unified_run, smoke_
         model.generate(audio=audio, languages=["ta"])
 
 
+def test_generation_ends_at_the_first_newline_as_the_lm_cascades_does(unified_run):
+    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0])
+    two_lines, calls = model.tokenizer(["दो घर\nतीन"], add_special_tokens=False, return_tensors="pt")["input_ids"], []
+    model.llm.generate = lambda **inputs: calls.append(inputs) or two_lines
+    assert model.generate(roman_texts=["do ghar"], languages=["hi"]) == ["दो घर"]
+    assert calls[0]["stop_strings"] == ["\n"] and calls[0]["tokenizer"] is model.tokenizer
+
+
 def test_generation_held_to_the_script_writes_only_that_script(unified_run):
     output_dir, _ = unified_run
     model = SpeechLLMForConditionalGeneration.from_pretrained(output_dir)

@@ -65,6 +65,14 @@ def main():
         for name, deromanizer in cascades.items():
             hypotheses = deromanizer.deromanize([r["hypothesis"] for r in roman], [language] * len(roman))
             results[name] = cer([{"reference": natives[r["utterance_id"]], "hypothesis": h} for r, h in zip(roman, hypotheses)])
+        seen_roman = with_targets(seen, "roman", cache)  # the same romanizer and LM on the languages it has heard
+        seen_natives = dict(zip(seen_roman["utterance_id"], seen_roman["transcript_native"]))
+        roman_seen = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, seen_roman, "tdt")
+        results["romanized_seen"] = cer(roman_seen)
+        hypotheses = cascades["cascade_lm_constrained"].deromanize([r["hypothesis"] for r in roman_seen],
+                                                                   [r["language"] for r in roman_seen])  # fmt: skip
+        results["cascade_lm_constrained_seen"] = cer([{"reference": seen_natives[r["utterance_id"]], "hypothesis": h}
+                                                      for r, h in zip(roman_seen, hypotheses)])  # fmt: skip
         print(json.dumps(results, ensure_ascii=False), flush=True)
         pool = [native for code, _, native in deromanize.unique_sentences(
             deromanize.corpus_pairs(load_from_disk(str(args.run / "corpus")), cache))[0] if code == language]  # fmt: skip
