@@ -15,7 +15,7 @@ romanizer's frames straight into that LM, with LoRA).
 Every stage writes into its own folder under the output directory; a finished stage is skipped when the pipeline
 runs again (`--force STAGE` reruns one), and an interrupted training stage resumes from its last checkpoint. Stages
 run in this process by default; `--launcher "accelerate launch --multi_gpu --num_processes 2"` runs each training stage with it.
-`--jobs 2` (the demo preset's default) trains stage 3 and the zero-shot stages two at a time, in worker processes of one
+`--jobs 2` trains stage 3 and the zero-shot stages two at a time, in worker processes of one
 thread each that take the next unclaimed stage whose inputs exist: two small models side by side on a core each finish
 sooner than one after the other on both cores (the demo's stage-3 step: 0.65 s on one thread, 0.45 s on two). Stages
 0-2 and the evaluations run in this process, on every thread.
@@ -94,7 +94,7 @@ PRESETS = {
     # four languages in four scripts: what 2 CPU cores can train to recognise speech in ~30 minutes
     "demo": PipelinePreset(corpus="demo", teacher_steps=2000, languages=("hi", "bn", "ta", "en"),
                            scratch_fractions=(0.1,), asr_max_steps={0.1: 300, 0.25: 400, 1.0: 800},
-                           zero_shot_languages=("bn",), roman_fractions=(0.1,), jobs=2,
+                           zero_shot_languages=("bn",), roman_fractions=(0.1,),
                            text_lm_steps=5000),  # at 1,500 steps the LM wrote its prior, not its prompt (issue 20)
     "full": PipelinePreset(corpus="full", teacher_steps=4000, scratch_fractions=(0.1,),
                            zero_shot_languages=LANGUAGES, transliterator_steps=3000),
@@ -692,7 +692,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--targets", choices=["native", "roman"], default="native",
                         help="roman: uroman targets for stage 3, plus the zero-shot protocol on held-out languages")
     parser.add_argument("--jobs", type=int, help="training stages side by side, one thread each (default: the "
-                        "preset's; demo 2)")
+                        "preset's, 1)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' processes
     args = parser.parse_args(argv)
     if args.worker:

@@ -78,8 +78,9 @@ def main():
             deromanize.corpus_pairs(load_from_disk(str(args.run / "corpus")), cache))[0] if code == language]  # fmt: skip
         draw = random.Random(0)
         results["prior_only"] = cer([{"reference": natives[u], "hypothesis": draw.choice(pool)} for u in held["utterance_id"]])
-    native = evaluate_asr.load_asr_model(args.run / "asr" / f"{args.system}-f1.0")
-    results["native_stage3_seen"] = cer(evaluate_asr.transcribe_dataset(*native, seen, "tdt"))
+    if (args.run / "asr" / f"{args.system}-f1.0").is_dir():  # the native-target stage 3 (make demo's)
+        native = evaluate_asr.load_asr_model(args.run / "asr" / f"{args.system}-f1.0")
+        results["native_stage3_seen"] = cer(evaluate_asr.transcribe_dataset(*native, seen, "tdt"))
     for folder in args.unified:
         model = SpeechLLMForConditionalGeneration.from_pretrained(folder)
         for constrained in (False, True):

@@ -12,4 +12,6 @@ start=$(date +%s)
     --languages hi bn ta en --romanization_cache $run/romanization.json --output_dir $out --resume true \
     --progress false "$@"
 echo "train seconds: $(( $(date +%s) - start ))"
-.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --unified $out --skip-cascades --out $out/dev.json
+# CASCADES=1: also the romanizer and both cascades on dev (held-out and seen languages), and the no-speech control
+skip=--skip-cascades; [ -n "$CASCADES" ] && skip=
+.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --unified $out $skip --out $out/dev.json
