@@ -29,8 +29,12 @@ from avalign.training.roman.romanize import with_targets
 
 def cer(records) -> dict:
     references, hypotheses = [r["reference"] for r in records], [r["hypothesis"] or " " for r in records]
-    return {"cer": round(100 * jiwer.cer(references, hypotheses), 1), "distinct": len(set(hypotheses)),
-            "references": len(set(references)), "example": hypotheses[0]}  # fmt: skip
+    result = {"cer": round(100 * jiwer.cer(references, hypotheses), 1), "distinct": len(set(hypotheses)),
+              "references": len(set(references)), "example": hypotheses[0]}  # fmt: skip
+    languages = sorted({r["language"] for r in records if "language" in r})
+    if len(languages) > 1:  # which language carries the error
+        result["per_language"] = {code: cer([r for r in records if r["language"] == code])["cer"] for code in languages}
+    return result
 
 
 def main():
@@ -42,6 +46,7 @@ def main():
     parser.add_argument("--seen-utterances", type=int, default=120)
     parser.add_argument("--skip-cascades", action="store_true")
     parser.add_argument("--text-lm", type=Path, help="the LM cascade's LM (default: RUN/text_lm)")
+    parser.add_argument("--romanizer", type=Path, help="the cascades' romanizer (default: RUN/asr/zeroshot-LANG-SYSTEM)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     start = time.time()
@@ -55,7 +60,8 @@ def main():
     roman_test = with_targets(held, "roman", cache)
     natives = dict(zip(roman_test["utterance_id"], roman_test["transcript_native"]))
     if not args.skip_cascades:
-        model, extractor, tokenizer = evaluate_asr.load_asr_model(args.run / "asr" / f"zeroshot-{language}-{args.system}")
+        model, extractor, tokenizer = evaluate_asr.load_asr_model(
+            args.romanizer or args.run / "asr" / f"zeroshot-{language}-{args.system}")
         roman = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, roman_test, "tdt")
         results["romanized"] = cer(roman)
         cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{args.run / 'deromanizer'}"),
@@ -69,10 +75,12 @@ def main():
         seen_natives = dict(zip(seen_roman["utterance_id"], seen_roman["transcript_native"]))
         roman_seen = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, seen_roman, "tdt")
         results["romanized_seen"] = cer(roman_seen)
-        hypotheses = cascades["cascade_lm_constrained"].deromanize([r["hypothesis"] for r in roman_seen],
-                                                                   [r["language"] for r in roman_seen])  # fmt: skip
-        results["cascade_lm_constrained_seen"] = cer([{"reference": seen_natives[r["utterance_id"]], "hypothesis": h}
-                                                      for r, h in zip(roman_seen, hypotheses)])  # fmt: skip
+        for name in ("cascade_char", "cascade_lm_constrained"):
+            hypotheses = cascades[name].deromanize([r["hypothesis"] for r in roman_seen],
+                                                   [r["language"] for r in roman_seen])  # fmt: skip
+            results[f"{name}_seen"] = cer([{"reference": seen_natives[r["utterance_id"]], "hypothesis": h,
+                                            "language": r["language"]}
+                                           for r, h in zip(roman_seen, hypotheses)])  # fmt: skip
         print(json.dumps(results, ensure_ascii=False), flush=True)
         pool = [native for code, _, native in deromanize.unique_sentences(
             deromanize.corpus_pairs(load_from_disk(str(args.run / "corpus")), cache))[0] if code == language]  # fmt: skip

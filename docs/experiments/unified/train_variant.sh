@@ -5,13 +5,14 @@
 set -e
 name=$1; shift
 run=${RUN:-runs/demo}; out=runs/unified-exp/$name
+romanizer=${ROMANIZER:-$run/asr/zeroshot-bn-${SYSTEM:-aligned}}  # ROMANIZER=DIR: a romanizer variant
 lscpu | grep "Model name"; .venv/bin/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"
 start=$(date +%s)
 .venv/bin/python training/train_speech_llm.py --config training/configs/speech_llm_demo.yaml --corpus $run/corpus \
-    --romanizer $run/asr/zeroshot-bn-${SYSTEM:-aligned} --llm ${LLM:-$run/text_lm} --held_out_languages bn \
+    --romanizer $romanizer --llm ${LLM:-$run/text_lm} --held_out_languages bn \
     --languages hi bn ta en --romanization_cache $run/romanization.json --output_dir $out --resume true \
     --progress false "$@"
 echo "train seconds: $(( $(date +%s) - start ))"
 # CASCADES=1: also the romanizer and both cascades on dev (held-out and seen languages), and the no-speech control
 skip=--skip-cascades; [ -n "$CASCADES" ] && skip=
-.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --unified $out $skip --out $out/dev.json
+.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --romanizer $romanizer --unified $out $skip --out $out/dev.json
