@@ -100,6 +100,23 @@ def test_each_report_lists_the_shared_stages_and_its_own():
         "corpus", "align", "asr/roman-aligned-f1.0", "evaluate/roman-f1.0", "deromanizer", "asr/zeroshot-bn-baseline"]
 
 
+def test_the_zero_shot_romanizer_trains_as_long_as_the_stage_3_it_is_held_against(tmp_path):
+    class Recorder:  # a Pipeline that records what each stage would train
+        output_dir, preset, languages, calls = tmp_path, pipeline.PRESETS["demo"], ["hi", "bn", "ta", "en"], {}
+
+        def stage(self, name, done_marker, run, needs=()):
+            run()
+
+        def train(self, script, config, **arguments):
+            self.calls[arguments["output_dir"].relative_to(tmp_path).as_posix()] = arguments
+
+    recorder = Recorder()
+    pipeline.run_zero_shot(recorder, tmp_path / "corpus", {"aligned": tmp_path / "align"}, tmp_path / "cache.json")
+    romanizer = recorder.calls["asr/zeroshot-bn-aligned"]
+    assert romanizer["languages"] == ["hi", "ta", "en"] and romanizer["targets"] == "roman"
+    assert romanizer["max_steps"] == pipeline.PRESETS["demo"].asr_max_steps[1.0] == 800
+
+
 @pytest.fixture(scope="module")
 def roman_run(smoke_run):
     """The same run directory with --targets roman: stages 0-2 shared, romanized stage 3, zero-shot hi and en; its

@@ -389,16 +389,17 @@ def zero_shot_systems(output_dir: Path, held_out: str, spec: PipelinePreset, sys
 
 def run_zero_shot(pipeline: Pipeline, corpus: Path, encoders: dict, cache: Path) -> None:
     """Language-agnostic ASR: for each held-out language, fine-tune (roman targets) on every other language, then
-    train the unified model (the text-only LM, fed that romanizer's frames)."""
+    train the unified model (the text-only LM, fed that romanizer's frames). A romanizer trains on all of its
+    languages' data, so it gets the steps of the largest-fraction stage 3 that the unified model is held against."""
     lm_dir = pipeline.output_dir / "text_lm"
     for held_out in held_out_languages(pipeline):
         seen = [language for language in pipeline.languages if language != held_out]
         systems = zero_shot_systems(pipeline.output_dir, held_out, pipeline.preset, tuple(encoders))
         for system, encoder in encoders.items():
             romanizer, unified = systems.romanizers[system], systems.unified[system]
-            pipeline.stage(f"asr/zeroshot-{held_out}-{system}", romanizer / "metrics.json", lambda e=encoder, f=romanizer, k=seen: pipeline.train(
-                "asr", "asr", corpus=corpus, init_encoder=e, output_dir=f, targets="roman",
-                romanization_cache=cache, languages=k))  # fmt: skip
+            pipeline.stage(f"asr/zeroshot-{held_out}-{system}", romanizer / "metrics.json", lambda e=encoder, f=romanizer, k=seen, s=system: pipeline.train(
+                "asr", "asr", corpus=corpus, init_encoder=e, output_dir=f, targets="roman", romanization_cache=cache,
+                languages=k, **asr_overrides(pipeline.preset, max(pipeline.preset.fractions), s)))  # fmt: skip
             pipeline.stage(f"unified/zeroshot-{held_out}-{system}", unified / "metrics.json", lambda r=romanizer, f=unified, h=held_out: pipeline.train(
                 "speech_llm", "speech_llm", corpus=corpus, romanizer=r, llm=lm_dir, held_out_languages=[h],
                 romanization_cache=cache, output_dir=f), needs=(romanizer / "metrics.json", lm_dir / "metrics.json"))  # fmt: skip

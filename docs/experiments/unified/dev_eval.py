@@ -42,11 +42,12 @@ def main():
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
     parser.add_argument("--held-out", default="bn")
     parser.add_argument("--system", default="aligned")
-    parser.add_argument("--unified", nargs="+", type=Path, required=True)
+    parser.add_argument("--unified", nargs="*", type=Path, default=[])
     parser.add_argument("--seen-utterances", type=int, default=120)
     parser.add_argument("--skip-cascades", action="store_true")
     parser.add_argument("--text-lm", type=Path, help="the LM cascade's LM (default: RUN/text_lm)")
     parser.add_argument("--romanizer", type=Path, help="the cascades' romanizer (default: RUN/asr/zeroshot-LANG-SYSTEM)")
+    parser.add_argument("--decoding", default="tdt", choices=("tdt", "ctc"), help="the romanizer's and stage 3's")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     start = time.time()
@@ -62,7 +63,7 @@ def main():
     if not args.skip_cascades:
         model, extractor, tokenizer = evaluate_asr.load_asr_model(
             args.romanizer or args.run / "asr" / f"zeroshot-{language}-{args.system}")
-        roman = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, roman_test, "tdt")
+        roman = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, roman_test, args.decoding)
         results["romanized"] = cer(roman)
         cascades = {"cascade_char": deromanize.load_deromanizer(f"char:{args.run / 'deromanizer'}"),
                     "cascade_lm": deromanize.load_deromanizer(f"lm:{text_lm}"),
@@ -73,7 +74,7 @@ def main():
             results[name] = cer([{"reference": natives[r["utterance_id"]], "hypothesis": h} for r, h in zip(roman, hypotheses)])
         seen_roman = with_targets(seen, "roman", cache)  # the same romanizer and LM on the languages it has heard
         seen_natives = dict(zip(seen_roman["utterance_id"], seen_roman["transcript_native"]))
-        roman_seen = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, seen_roman, "tdt")
+        roman_seen = evaluate_asr.transcribe_dataset(model, extractor, tokenizer, seen_roman, args.decoding)
         results["romanized_seen"] = cer(roman_seen)
         for name in ("cascade_char", "cascade_lm_constrained"):
             hypotheses = cascades[name].deromanize([r["hypothesis"] for r in roman_seen],
@@ -88,7 +89,7 @@ def main():
         results["prior_only"] = cer([{"reference": natives[u], "hypothesis": draw.choice(pool)} for u in held["utterance_id"]])
     if (args.run / "asr" / f"{args.system}-f1.0").is_dir():  # the native-target stage 3 (make demo's)
         native = evaluate_asr.load_asr_model(args.run / "asr" / f"{args.system}-f1.0")
-        results["native_stage3_seen"] = cer(evaluate_asr.transcribe_dataset(*native, seen, "tdt"))
+        results["native_stage3_seen"] = cer(evaluate_asr.transcribe_dataset(*native, seen, args.decoding))
     for folder in args.unified:
         model = SpeechLLMForConditionalGeneration.from_pretrained(folder)
         for constrained in (False, True):
