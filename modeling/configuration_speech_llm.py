@@ -26,6 +26,12 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
         the model) over the frames before the projector, drops the blank frames and averages each run of one Roman
         character into one frame (CTC compression, Gaido et al. 2021): about one position per character, as the LLM
         reads Roman text. `romanizer_vocab_size` and `romanizer_blank_token_id` size that head.
+    roman_piece_slot (`bool`, defaults to False): with `"ctc"` compression and `projector_stride` 1, each position of
+        the speech slot adds a trainable embedding of its CTC label (a piece of the romanizer's Roman vocabulary,
+        initialised as the mean LLM embedding of the piece's text), and the text task's Roman text enters as the same
+        pieces through the same table. Speech and text then share one slot form, and what the LLM learns from a
+        language's Roman text alone reaches its speech. The projector's output starts at zero: an untrained slot
+        reads as the romanizer's own CTC transcript.
     projector_hidden_size (`int`, defaults to 512): the MLP's hidden width.
     projector_activation (`str`, defaults to `"gelu"`): between the MLP's two layers (`"identity"`: Zero-AVSR's).
     lora_rank, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (peft) on the LLM.
@@ -49,6 +55,7 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     speech_compression: str = "none"
     romanizer_vocab_size: int = 0
     romanizer_blank_token_id: int = 0
+    roman_piece_slot: bool = False
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -75,6 +82,9 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
         if self.speech_compression == "ctc" and not 0 <= self.romanizer_blank_token_id < self.romanizer_vocab_size:
             raise ValueError("speech_compression 'ctc' needs the romanizer's CTC head: romanizer_vocab_size "
                              f"{self.romanizer_vocab_size}, romanizer_blank_token_id {self.romanizer_blank_token_id}")
+        if self.roman_piece_slot and (self.speech_compression != "ctc" or self.projector_stride != 1):
+            raise ValueError("roman_piece_slot needs speech_compression 'ctc' and projector_stride 1 (one position "
+                             f"per CTC piece), got {self.speech_compression!r} and {self.projector_stride}")
         if min(self.projector_stride, self.projector_hidden_size, self.max_new_tokens) < 1 or self.lora_rank < 0:
             raise ValueError("projector_stride, projector_hidden_size and max_new_tokens must be >= 1, lora_rank >= 0")
 

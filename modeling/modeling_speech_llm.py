@@ -39,7 +39,8 @@ from .script_constraint import ScriptConstraint
 
 SPEECH_SLOT = "<|speech|>"  # where the speech embeddings (or a Roman text's tokens) go in the prompt
 WEIGHTS_FILE, ADAPTER_FOLDER, LLM_FOLDER = "model.safetensors", "adapter", "llm"
-TRAINED_PREFIXES = ("encoder.", "ctc_head.", "projector.")  # what model.safetensors holds (never the LLM's weights)
+PIECES_FOLDER = "romanizer_tokenizer"  # the Roman pieces of `roman_piece_slot`
+TRAINED_PREFIXES = ("encoder.", "ctc_head.", "projector.", "piece_embeddings.")  # what model.safetensors holds (never the LLM's weights)
 IGNORE_INDEX = -100
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
 
@@ -70,9 +71,10 @@ class SpeechProjector(nn.Module):
 
 
 def ctc_compress(frames: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, blank: int):
-    """CTC compression: (B, T', D) frames, (B,) lengths and (B, T') per-frame CTC labels -> (B, N', D) frames and
-    (B,) lengths: blank frames dropped, each run of one label averaged into one frame ("a a _ a b" -> a, a, b). An
-    utterance with no label at all keeps the mean of its frames, so that no slot is empty."""
+    """CTC compression: (B, T', D) frames, (B,) lengths and (B, T') per-frame CTC labels -> (B, N', D) frames, (B,)
+    lengths and (B, N') the label of each: blank frames dropped, each run of one label averaged into one frame
+    ("a a _ a b" -> a, a, b). An utterance with no label at all keeps the mean of its frames (labelled blank), so
+    that no slot is empty."""
     time = torch.arange(frames.shape[1], device=frames.device)
     valid = time[None, :] < lengths[:, None]  # (B, T')
     keep = valid & (labels != blank)
@@ -88,7 +90,9 @@ def ctc_compress(frames: torch.Tensor, lengths: torch.Tensor, labels: torch.Tens
     compressed_lengths = starts.sum(dim=1)
     width = int(compressed_lengths.max())
     means = sums[:, :width] / counts[:, :width, None].clamp(min=1.0)
-    return means.to(frames.dtype), compressed_lengths
+    run_labels = torch.full((frames.shape[0], width + 1), blank, dtype=labels.dtype, device=labels.device)
+    run_labels.scatter_(1, runs.masked_fill(~starts, width), labels)  # each run's first frame writes its label
+    return means.to(frames.dtype), compressed_lengths, run_labels[:, :width]
 
 
 def load_llm(name_or_path: str | Path, load_in_4bit: bool = False):
@@ -133,7 +137,8 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
     config_class = SpeechLLMConfig
     main_input_name = "input_features"
 
-    def __init__(self, config: SpeechLLMConfig, llm=None, tokenizer=None, feature_extractor=None):
+    def __init__(self, config: SpeechLLMConfig, llm=None, tokenizer=None, feature_extractor=None,
+                 romanizer_tokenizer=None):  # fmt: skip
         super().__init__(config)
         self.encoder = FastConformerModel(config.encoder_config).requires_grad_(False)
         self.ctc_head = None  # the romanizer's own, frozen: labels the frames that CTC compression keeps
@@ -141,9 +146,13 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             width = config.encoder_config.hidden_size
             self.ctc_head = ParakeetEncoderCTCHead(width, config.romanizer_vocab_size, kernel_size=1).requires_grad_(False)
         self.projector = SpeechProjector(config)
+        self.piece_embeddings = None  # roman_piece_slot: (romanizer vocabulary, H), shared by speech and Roman text
+        if config.roman_piece_slot:
+            self.piece_embeddings = nn.Embedding(config.romanizer_vocab_size, config.llm_hidden_size)
         self.post_init()
         self.llm, self.tokenizer, self.feature_extractor = llm, tokenizer, feature_extractor  # after post_init:
         # the LLM keeps its own weights
+        self.romanizer_tokenizer = romanizer_tokenizer  # roman_piece_slot: writes the text task's Roman text as pieces
 
     # -------------------------------------------------------------------------------------------- building, loading
     @classmethod
@@ -162,11 +171,31 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                                  romanizer_vocab_size=romanizer_config.vocab_size,
                                  romanizer_blank_token_id=romanizer_config.blank_token_id, languages=languages,
                                  **options)  # fmt: skip
-        model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer))
+        pieces = AutoTokenizer.from_pretrained(romanizer) if config.roman_piece_slot else None
+        model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer), pieces)
         model.encoder.load_state_dict(encoder.state_dict())
         if model.ctc_head is not None:
             model.ctc_head.load_state_dict(FastConformerForCTCTDT.from_pretrained(romanizer).ctc_head.state_dict())
+        if model.piece_embeddings is not None:
+            model.init_piece_slot()
         return model
+
+    @torch.no_grad()
+    def init_piece_slot(self) -> None:
+        """Each Roman piece's embedding starts as the mean LLM embedding of its text (special and byte pieces: zero),
+        the projector's output at zero: an untrained slot reads as the romanizer's CTC transcript, in words the LLM
+        knows."""
+        table, weight = self.llm.get_input_embeddings().weight, self.piece_embeddings.weight
+        weight.zero_()
+        special = set(self.romanizer_tokenizer.all_special_ids)
+        pieces = self.romanizer_tokenizer.convert_ids_to_tokens(list(range(self.config.romanizer_vocab_size)))
+        for piece_id, piece in enumerate(pieces):
+            if piece and piece_id not in special and not piece.startswith("<0x"):
+                ids = self.token_ids(piece.replace("\u2581", " "))  # SentencePiece's word start is a space
+                if ids:
+                    weight[piece_id] = table[ids].float().mean(dim=0).to(weight.dtype)
+        self.projector.mlp[-1].weight.zero_()
+        self.projector.mlp[-1].bias.zero_()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, llm_name_or_path=None, load_in_4bit=None,
@@ -192,7 +221,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             llm = PeftModel.from_pretrained(llm, folder / ADAPTER_FOLDER)
         else:
             llm.requires_grad_(False)
-        model = cls(config, llm, AutoTokenizer.from_pretrained(folder), AutoFeatureExtractor.from_pretrained(folder))
+        pieces = AutoTokenizer.from_pretrained(folder / PIECES_FOLDER) if config.roman_piece_slot else None
+        model = cls(config, llm, AutoTokenizer.from_pretrained(folder), AutoFeatureExtractor.from_pretrained(folder),
+                    pieces)  # fmt: skip
         missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=False)
         missing = [key for key in missing if key.startswith(TRAINED_PREFIXES)]
         if missing or unexpected:
@@ -222,6 +253,8 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             self.llm.save_pretrained(folder / ADAPTER_FOLDER)
         self.tokenizer.save_pretrained(folder)
         self.feature_extractor.save_pretrained(folder)
+        if self.romanizer_tokenizer is not None:
+            self.romanizer_tokenizer.save_pretrained(folder / PIECES_FOLDER)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -265,17 +298,25 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         if self.ctc_head is not None:
             with torch.no_grad():
                 labels = self.ctc_head(encoder_states.to(self.ctc_head.weight.dtype)).argmax(dim=-1)  # (B, T')
-            encoder_states, encoder_lengths = ctc_compress(encoder_states, encoder_lengths, labels,
-                                                           self.config.romanizer_blank_token_id)  # (B, N', D)
+            encoder_states, encoder_lengths, pieces = ctc_compress(encoder_states, encoder_lengths, labels,
+                                                                   self.config.romanizer_blank_token_id)  # (B, N', D)
         frames = torch.arange(encoder_states.shape[1], device=encoder_states.device)
         padding = frames[None, :] >= encoder_lengths[:, None]  # (B, T')
         # padding zeroed: a stacked position that reads past an utterance's end is then alike in every batch
         embeddings = self.projector(encoder_states.masked_fill(padding[..., None], 0.0))  # (B, N, H)
+        if self.piece_embeddings is not None:  # each position: its CTC piece, plus what the frames add to it
+            embeddings = embeddings + self.piece_embeddings(pieces).to(embeddings.dtype)
         lengths = self.projector.output_lengths(encoder_lengths).tolist()
         return [row[:length] for row, length in zip(embeddings, lengths)]
 
     def text_embeddings(self, texts: list[str]) -> list[torch.Tensor]:
-        """Roman-script texts -> B tensors (n_b, H) of their token embeddings (the text task's speech slot)."""
+        """Roman-script texts -> B tensors (n_b, H) of their token embeddings (the text task's speech slot); with
+        `roman_piece_slot`, of their romanizer pieces."""
+        if self.piece_embeddings is not None:
+            blank = self.config.romanizer_blank_token_id
+            return [self.piece_embeddings(torch.tensor(self.romanizer_tokenizer(text, add_special_tokens=False)
+                                                       ["input_ids"] or [blank], device=self.device))
+                    for text in texts]  # fmt: skip
         table = self.llm.get_input_embeddings()
         return [table(torch.tensor(self.text_ids(text) or [self.tokenizer.eos_token_id], device=self.device))
                 for text in texts]  # fmt: skip

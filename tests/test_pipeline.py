@@ -7,7 +7,8 @@ import pytest
 from datasets import load_from_disk
 
 from avalign.modeling.script_constraint import script_characters
-from avalign.training import pipeline
+from avalign.training import evaluate_asr, pipeline
+from avalign.training.data.splits import load_splits
 from avalign.training.study import read_jsonl
 
 
@@ -171,3 +172,15 @@ def test_roman_targets_run_zero_shot_beside_the_native_report(roman_run):
     assert "## Zero-shot languages" in report and f"| hi | {hindi['utterance_id']} | unified | " in report
     assert "the unified model is" in report and "| unified − stage 3 |" in report
     assert "](plots/per_language-roman.png)" in report and (output_dir / "plots/per_language-roman.png").is_file()
+
+
+def test_the_zero_shot_evaluation_reads_the_romanizers_with_the_presets_decoding(roman_run):
+    output_dir, _, results = roman_run
+    decoding = pipeline.PRESETS["smoke"].zero_shot_decoding
+    assert results["zero_shot"]["en"]["decoding"] == decoding == "ctc"
+    assert f"## Zero-shot languages (roman targets, test set, {decoding.upper()})" in (output_dir / "report-roman.md").read_text()
+    model, feature_extractor, tokenizer = evaluate_asr.load_asr_model(output_dir / "asr/zeroshot-en-aligned")
+    test = load_splits(str(output_dir / "corpus"), ["test"]).filter(lambda code: code == "en", input_columns="language")
+    expected = evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, test, decoding)
+    written = read_jsonl(output_dir / "eval/zeroshot-en/predictions-roman.jsonl")[: len(expected)]  # aligned's first
+    assert [(r["utterance_id"], r["hypothesis"]) for r in written] == [(r["utterance_id"], r["hypothesis"]) for r in expected]

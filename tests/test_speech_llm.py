@@ -144,8 +144,9 @@ def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, 
 def test_ctc_compression_drops_blanks_and_averages_each_run_of_one_label():
     frames = torch.arange(14.0).reshape(2, 7, 1)  # (B 2, T' 7, D 1); blank 0
     labels = torch.tensor([[1, 1, 0, 1, 2, 2, 3], [0, 0, 0, 0, 3, 3, 3]])
-    compressed, lengths = ctc_compress(frames, torch.tensor([6, 4]), labels, blank=0)
+    compressed, lengths, pieces = ctc_compress(frames, torch.tensor([6, 4]), labels, blank=0)
     assert lengths.tolist() == [3, 1]  # "a a _ a b b | c" -> a, a, b (past the length: ignored); all blank: one
+    assert pieces[0].tolist() == [1, 1, 2] and pieces[1, :1].tolist() == [0]  # each run's label
     torch.testing.assert_close(compressed[0, :, 0], torch.tensor([0.5, 3.0, 4.5]))
     torch.testing.assert_close(compressed[1, :1, 0], torch.tensor([(7 + 8 + 9 + 10) / 4]))  # the mean of its frames
 
@@ -164,6 +165,35 @@ def test_a_ctc_compressed_model_keeps_one_position_per_ctc_label(smoke_corpus, r
         slots = model.speech_embeddings(features, mask)
         decoded = romanizer.transcribe(features, mask, decoding="ctc")
     assert [len(slot) for slot in slots] == [max(1, len(tokens)) for tokens in decoded.sequences]
+
+
+def test_a_roman_piece_slot_starts_as_the_romanizers_ctc_transcript_and_round_trips(
+        smoke_corpus, romanizer_dir, text_lm_dir, tmp_path):  # fmt: skip
+    options = dict(speech_compression="ctc", projector_stride=1, roman_piece_slot=True)
+    fresh = SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES, **options).eval()
+    romanizer = FastConformerForCTCTDT.from_pretrained(romanizer_dir).eval()
+    audio = [np.random.default_rng(seed).normal(0, 0.1, 8000 * (seed + 1)).astype(np.float32) for seed in range(3)]
+    features, mask = fresh.features(audio)
+    with torch.no_grad():
+        slots = fresh.speech_embeddings(features, mask)
+        decoded = romanizer.transcribe(features, mask, decoding="ctc").sequences
+        for slot, pieces in zip(slots, decoded):  # untrained: the slot is the CTC transcript's piece embeddings
+            expected = fresh.piece_embeddings(torch.tensor(pieces or [fresh.config.romanizer_blank_token_id]))
+            torch.testing.assert_close(slot, expected)
+        roman = "yahan ek laal gaadi hai"
+        text_slot = fresh.text_embeddings([roman])[0]  # the text task: the same pieces, the same table
+        pieces = fresh.romanizer_tokenizer(roman, add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(text_slot, fresh.piece_embeddings(torch.tensor(pieces)))
+    word = fresh.romanizer_tokenizer.convert_tokens_to_ids(fresh.romanizer_tokenizer.tokenize(" ek")[0])
+    assert fresh.piece_embeddings.weight[word].abs().sum() > 0  # a piece starts as the LLM's embedding of its text
+    train_speech_llm.main(arguments(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path, "--held_out_languages", "hi",
+                                    "--speech_compression", "ctc", "--projector_stride", "1", "--roman_piece_slot",
+                                    "true", "--max_steps", "2", "--eval_steps", "0"))  # fmt: skip
+    assert "piece_embeddings.weight" in load_file(tmp_path / "model.safetensors")
+    model = SpeechLLMForConditionalGeneration.from_pretrained(tmp_path)
+    assert model.romanizer_tokenizer is not None and model.generate(audio=audio[:1], languages=["en"])[0] is not None
+    with pytest.raises(Exception, match="roman_piece_slot needs"):  # the config refuses it (a strict dataclass)
+        SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES, roman_piece_slot=True)
 
 
 def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):

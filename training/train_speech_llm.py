@@ -32,7 +32,7 @@ from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_
 
 logger = logging.getLogger("avalign")
 MODEL_OPTIONS = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation",
-                 "speech_compression", "lora_rank",
+                 "speech_compression", "roman_piece_slot", "lora_rank",
                  "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens",
                  "constrain_to_script")  # fmt: skip
 
@@ -55,6 +55,7 @@ class SpeechLLMArguments:
     projector_hidden_size: int = SpeechLLMConfig.projector_hidden_size
     projector_activation: str = SpeechLLMConfig.projector_activation
     speech_compression: str = SpeechLLMConfig.speech_compression
+    roman_piece_slot: bool = SpeechLLMConfig.roman_piece_slot
     lora_rank: int = SpeechLLMConfig.lora_rank
     lora_alpha: int = SpeechLLMConfig.lora_alpha
     lora_dropout: float = SpeechLLMConfig.lora_dropout
@@ -74,7 +75,7 @@ class SpeechLLMArguments:
     def __post_init__(self):
         if not 0.0 <= self.text_task_probability <= 1.0:
             raise ValueError(f"--text_task_probability must be in [0, 1], got {self.text_task_probability}")
-        if self.lora_rank == 0 and self.text_task_probability > 0:
+        if self.lora_rank == 0 and self.text_task_probability > 0 and not self.roman_piece_slot:
             raise ValueError("--lora_rank 0 trains the projector alone, which the text task (Roman -> native) never "
                              "reaches: set --text_task_probability 0 with it")  # fmt: skip
 

@@ -274,7 +274,7 @@ def zero_shot_table(zero_shot: dict) -> list[str]:
                 lines.append(f"| {language} | {system} | " + " | ".join(
                     f"{cell(entry[v][system])} | {cell(entry[FREE_VIEWS[v]][system])}" for v in free) + " |")
     lines += ["", "The unified model on the seen languages' test utterances, against the native-target stage-3 model "
-              "(TDT, largest fraction):", "", "| held out | encoder | seen languages | unified | native stage 3 | "
+              f"({first.get('decoding', 'tdt').upper()}, largest fraction):", "", "| held out | encoder | seen languages | unified | native stage 3 | "
               "unified − stage 3 |", "|---|---|---|---:|---:|---:|"]  # fmt: skip
     for language, entry in zero_shot.items():
         for system, seen in entry.get("seen", {}).items():
