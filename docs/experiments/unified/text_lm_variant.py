@@ -28,6 +28,7 @@ def main():
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--hidden", type=int, default=None)
     parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--intermediate", type=int, default=None, help="the MLP width (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--sentences", type=int, default=40, help="dev sentences per language")
     parser.add_argument("--out", type=Path, required=True)
@@ -36,7 +37,8 @@ def main():
     results = {"cpu": platform.processor() or platform.machine(), "capability": torch.backends.cpu.get_cpu_capability()}
     if args.steps:
         config = PRESETS["demo"].text_lm_config
-        config = replace(config, **{k: v for k, v in {"hidden_size": args.hidden, "num_layers": args.layers}.items() if v})
+        config = replace(config, **{k: v for k, v in {"hidden_size": args.hidden, "num_layers": args.layers,
+                                           "intermediate_size": args.intermediate}.items() if v})
         results["train"] = text_lm.train_text_lm(text_lm_texts(args.run / "corpus", cache, languages), args.out,
                                                  steps=args.steps, config=config, learning_rate=args.learning_rate)
     lm = args.out if args.steps else args.run / "text_lm"
