@@ -40,7 +40,8 @@ from .script_constraint import ScriptConstraint
 SPEECH_SLOT = "<|speech|>"  # where the speech embeddings (or a Roman text's tokens) go in the prompt
 WEIGHTS_FILE, ADAPTER_FOLDER, LLM_FOLDER = "model.safetensors", "adapter", "llm"
 PIECES_FOLDER = "romanizer_tokenizer"  # the Roman pieces of `roman_piece_slot`
-TRAINED_PREFIXES = ("encoder.", "ctc_head.", "projector.", "piece_embeddings.")  # what model.safetensors holds (never the LLM's weights)
+# what model.safetensors holds (never the LLM's weights)
+TRAINED_PREFIXES = ("encoder.", "ctc_head.", "projector.", "piece_embeddings.")
 IGNORE_INDEX = -100
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
 
@@ -171,8 +172,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                                  romanizer_vocab_size=romanizer_config.vocab_size,
                                  romanizer_blank_token_id=romanizer_config.blank_token_id, languages=languages,
                                  **options)  # fmt: skip
-        pieces = AutoTokenizer.from_pretrained(romanizer) if config.roman_piece_slot else None
-        model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer), pieces)
+        romanizer_tokenizer = AutoTokenizer.from_pretrained(romanizer) if config.roman_piece_slot else None
+        model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer),
+                    romanizer_tokenizer)  # fmt: skip
         model.encoder.load_state_dict(encoder.state_dict())
         if model.ctc_head is not None:
             model.ctc_head.load_state_dict(FastConformerForCTCTDT.from_pretrained(romanizer).ctc_head.state_dict())
@@ -221,9 +223,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             llm = PeftModel.from_pretrained(llm, folder / ADAPTER_FOLDER)
         else:
             llm.requires_grad_(False)
-        pieces = AutoTokenizer.from_pretrained(folder / PIECES_FOLDER) if config.roman_piece_slot else None
+        romanizer_tokenizer = AutoTokenizer.from_pretrained(folder / PIECES_FOLDER) if config.roman_piece_slot else None
         model = cls(config, llm, AutoTokenizer.from_pretrained(folder), AutoFeatureExtractor.from_pretrained(folder),
-                    pieces)  # fmt: skip
+                    romanizer_tokenizer)  # fmt: skip
         missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=False)
         missing = [key for key in missing if key.startswith(TRAINED_PREFIXES)]
         if missing or unexpected:
