@@ -90,6 +90,23 @@ def test_cache_persists_and_skips_uroman(tmp_path, uroman_calls):
     assert json.loads((tmp_path / "roman.json").read_text("utf-8"))["hi"]["तीन नीले घर"] == first[3]
 
 
+def test_caches_saving_to_one_file_at_once_never_rename_each_others_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    caches = [RomanizationCache(tmp_path / "roman.json") for _ in range(4)]  # as --jobs workers hold theirs
+    for index, cache in enumerate(caches):
+        cache.entries = {"hi": {f"text {index}": f"roman {index}"}}
+
+    def save_often(cache):
+        for _ in range(50):
+            cache.save()
+
+    with ThreadPoolExecutor(len(caches)) as pool:
+        list(pool.map(save_often, caches))  # with one shared temporary name, a rename finds it gone
+    assert json.loads((tmp_path / "roman.json").read_text("utf-8")) in [cache.entries for cache in caches]
+    assert [path.name for path in tmp_path.iterdir()] == ["roman.json"]  # no temporary file left
+
+
 def test_romanize_rejects_bad_input(uroman_calls):
     with pytest.raises(ValueError, match=r"text 1 .*'xx'"):
         romanize(["दो", "two"], ["hi", "xx"])

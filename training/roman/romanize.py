@@ -14,6 +14,7 @@ about (language, text) pairs it has never seen.
 import functools
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,13 +93,15 @@ class RomanizationCache:
         return self.entries[language][text] if text.strip() else ""
 
     def save(self) -> None:
-        """Atomic write (a temporary file renamed), so an interrupted run never leaves a truncated cache."""
+        """Atomic write (a temporary file of its own, renamed), so an interrupted run never leaves a truncated cache
+        and writers in parallel (`--jobs` workers) never rename one another's file."""
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(self.entries, ensure_ascii=False, sort_keys=True), "utf-8")
-        temporary.replace(self.path)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.path.parent, prefix=f"{self.path.name}.",
+                                         suffix=".tmp", delete=False) as temporary:  # fmt: skip
+            temporary.write(json.dumps(self.entries, ensure_ascii=False, sort_keys=True))
+        os.replace(temporary.name, self.path)
 
 
 def romanize(texts: Sequence[str], languages: Sequence[str], cache: RomanizationCache | None = None) -> list[str]:
