@@ -16,11 +16,13 @@ import ctypes
 import functools
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "tdt_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp"]  # OpenMP: torch's libgomp
-ABI_VERSION = 1
-MAX_KERNEL_DURATIONS = 32  # the recursions keep 2 arcs per duration on the stack
+ABI_VERSION = 2
+MAX_KERNEL_DURATIONS = 32  # the kernels keep up to 2 arcs per duration on the stack
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 _i64, _ptr, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
@@ -41,6 +43,8 @@ SIGNATURES = {
     "avalign_tdt_token_gradient": [_ptr, _int] + [_i64] * 7 + [_ptr] + [_i64] * 3 + [_ptr] * 8 + [_i64, _int],
     "avalign_tdt_log_alpha": [_ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 3 + [_int],
     "avalign_tdt_log_beta": [_ptr, _ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 3 + [_int],
+    "avalign_tdt_arcs": [_ptr] * 5 + [_i64, ctypes.c_double] + [_i64] * 3 + [_ptr] * 7 + [_int],
+    "avalign_tdt_state_gradients": [_ptr] * 9 + [_i64] * 4 + [_ptr] * 2 + [ctypes.c_double] + [_ptr] * 5 + [_int],
     "avalign_advise_huge_pages": [_ptr, _i64],
 }
 kernel_build_info = {}  # path, compile_s (0 when loaded from the cache), or the reason the kernels are off
@@ -156,12 +160,52 @@ def compiled_token_statistics(lib, token_logits, label_ids, logit_lengths, targe
     return log_normalizer, blank, label, finite
 
 
+class _GradientBuffers:
+    """The storage of the last large gradient of each dtype, handed out again once nothing else uses it.
+
+    A fresh 200 MB gradient costs ~50k page faults (more time than the kernel that writes it), and the C library
+    returns such a buffer to the OS as soon as autograd frees it. Like CUDA's caching allocator, this keeps it: a
+    training loop's next backward writes into the same pages. A storage is reused only when this cache holds its one
+    remaining reference (no tensor, view or `.grad` still points to it) and it is at most twice the size asked for.
+    `release()` frees the kept storages.
+    """
+
+    SMALLEST = 1 << 22  # bytes; smaller buffers come from the allocator's free lists anyway
+
+    def __init__(self):
+        self._kept = {}  # dtype -> UntypedStorage
+        self._lock = threading.Lock()
+
+    def empty(self, lib, shape, dtype):
+        """An uninitialised contiguous tensor (shape, dtype), on a kept storage where one is free."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < self.SMALLEST:
+            return torch.empty(shape, dtype=dtype)
+        with self._lock:
+            kept = self._kept.get(dtype)
+            if kept is not None and _only_reference(kept) and nbytes <= kept.nbytes() <= 2 * nbytes:
+                return torch.empty(0, dtype=dtype).set_(kept, 0, shape)
+            out = torch.empty(shape, dtype=dtype)
+            lib.avalign_advise_huge_pages(_p(out), out.nbytes)  # fewer faults on first touch where THP is on
+            self._kept[dtype] = out.untyped_storage()
+            return out
+
+    def release(self):
+        with self._lock:
+            self._kept.clear()
+
+
+def _only_reference(storage):
+    """True when `storage` (a Python UntypedStorage) holds the only reference to its memory."""
+    return torch._C._storage_Use_Count(storage._cdata) == 1
+
+
+gradient_buffers = _GradientBuffers()
+
+
 def empty_gradient(lib, token_logits):
-    """An uninitialised tensor like token_logits, contiguous, on transparent huge pages where the OS offers them."""
-    out = torch.empty(token_logits.shape, dtype=token_logits.dtype)
-    if out.nbytes >= 1 << 22:
-        lib.avalign_advise_huge_pages(_p(out), out.nbytes)
-    return out
+    """An uninitialised tensor like token_logits, contiguous, recycled from the last backward where possible."""
+    return gradient_buffers.empty(lib, token_logits.shape, token_logits.dtype)
 
 
 def compiled_token_gradient(lib, token_logits, gradient, label_ids, logit_lengths, target_lengths, blank_token_id,
@@ -199,3 +243,39 @@ def compiled_log_beta(lib, blank, label, final, durations, logit_lengths, target
     lib.avalign_tdt_log_beta(_p(blank), _p(label), _p(final), _p(durations), len(durations), *blank.shape[:3],
                              _p(frames), _p(labels), _p(beta), _threads())
     return beta
+
+
+def _doubles(*tensors):
+    """float64, contiguous; bound to names by the caller, like `_indices`."""
+    return [x.double().contiguous() for x in tensors]
+
+
+def compiled_arcs(lib, log_normalizer, blank_logit, label_logit, duration_logits, sigma, durations, logit_lengths,
+                  target_lengths):
+    """Per-state statistics (B, T, U+1) and duration logits (B, T, U+1, D) -> the lattice in float64: duration
+    log-probs, blank and label arc log-weights (B, T, U+1, D), the end log-weights (B, T, U+1), and whether every
+    duration logit of each state is finite (bool (B, T, U+1)). Outside the utterances: arcs -inf, finite True."""
+    statistics = _doubles(log_normalizer, blank_logit, label_logit, duration_logits)
+    durations, frames, labels = _indices(torch.as_tensor(durations), logit_lengths, target_lengths)
+    log_probs, blank, label = torch.empty((3, *duration_logits.shape), dtype=torch.float64)
+    final = torch.empty(duration_logits.shape[:3], dtype=torch.float64)
+    finite = torch.empty(duration_logits.shape[:3], dtype=torch.bool)
+    lib.avalign_tdt_arcs(*map(_p, statistics), _p(durations), len(durations), sigma, *duration_logits.shape[:3],
+                         _p(frames), _p(labels), _p(log_probs), _p(blank), _p(label), _p(final), _p(finite),
+                         _threads())
+    return log_probs, blank, label, final, finite
+
+
+def compiled_state_gradients(lib, blank, label, duration_log_probs, log_alpha, log_beta, log_likelihood, scale,
+                             log_normalizer, durations, logit_lengths, target_lengths, flush):
+    """The lattice's gradients, float64: softmax shift, blank and label occupancies, significance (|occupancy| >
+    flush) (B, T, U+1), and d loss / d duration logits (B, T, U+1, D); `scale` (B,) is the incoming gradient."""
+    inputs = _doubles(blank, label, duration_log_probs, log_alpha, log_beta, log_likelihood, scale, log_normalizer)
+    durations, frames, labels = _indices(torch.as_tensor(durations), logit_lengths, target_lengths)
+    shift, blank_occupancy, label_occupancy = torch.empty((3, *log_alpha.shape), dtype=torch.float64)
+    significant = torch.empty(log_alpha.shape, dtype=torch.bool)
+    duration_grad = torch.empty(blank.shape, dtype=torch.float64)
+    lib.avalign_tdt_state_gradients(*map(_p, inputs), _p(durations), len(durations), *log_alpha.shape, _p(frames),
+                                    _p(labels), flush, _p(shift), _p(blank_occupancy), _p(label_occupancy),
+                                    _p(significant), _p(duration_grad), _threads())
+    return shift, blank_occupancy, label_occupancy, significant, duration_grad

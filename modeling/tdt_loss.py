@@ -32,8 +32,10 @@ from torch.autograd.function import once_differentiable
 
 from .tdt_kernels import (
     MAX_KERNEL_DURATIONS,
+    compiled_arcs,
     compiled_log_alpha,
     compiled_log_beta,
+    compiled_state_gradients,
     compiled_token_gradient,
     compiled_token_statistics,
     empty_gradient,
@@ -232,40 +234,68 @@ def _token_logits_grad(token_logits, gradient, state, label_ids, blank_token_id,
 class _Lattice:
     """The arc log-weights of a batch of TDT lattices and the forward-backward over them (float64).
 
-    blank_log_probs, label_log_probs: (B, T, U+1) token log-probs (sigma subtracted) of blank and of target u;
-    duration_log_probs: (B, T, U+1, D). States outside each utterance must hold finite values (they are ignored).
+    blank, label: (B, T, U+1, D) arc log-weights (blank -inf at d = 0; label -inf where nothing is left to emit);
+    final: (B, T, U+1) the log-weight of ending from each state; duration_log_probs: (B, T, U+1, D). Build it with
+    `from_statistics`. `kernels`: the compiled library that runs the recursions, or None (the PyTorch path).
     """
 
-    def __init__(self, blank_log_probs, label_log_probs, duration_log_probs, durations, logit_lengths, target_lengths):
-        device = duration_log_probs.device
-        compiled = device.type == "cpu" and len(durations) <= MAX_KERNEL_DURATIONS
-        self.kernels = kernel_library() if compiled else None
-        self.durations = torch.tensor(durations, device=device)
+    def __init__(self, blank, label, final, duration_log_probs, durations, logit_lengths, target_lengths, kernels):
+        self.blank, self.label, self.final, self.duration_log_probs = blank, label, final, duration_log_probs
+        self.kernels = kernels
+        self.durations = torch.tensor(durations, device=blank.device)
         self.positive = (self.durations > 0).nonzero()[:, 0]  # indices j with d_j > 0
         self.steps = self.durations[self.positive]  # (D+,)
         self.max_step = max(durations)
         self.has_zero = 0 in durations
         self.logit_lengths, self.target_lengths = logit_lengths, target_lengths
-        self.duration_log_probs = duration_log_probs
-        self.blank = (blank_log_probs[..., None] + duration_log_probs).masked_fill(self.durations == 0, NEG_INF)
-        self.label = label_log_probs[..., None] + duration_log_probs  # (B, T, U+1, D)
-        self.label[:, :, -1] = NEG_INF  # nothing left to emit after the last target
-        self.final = self._final_log_weights()
-        if self.has_zero:  # zero-duration label arcs (t, u) -> (t, u + 1), chained: their log-weight from (t, 0)
-            label_in_place = self.label[..., self.durations == 0].logsumexp(-1)  # (B, T, U+1)
-            self.in_place_cumsum = F.pad(label_in_place[..., :-1].cumsum(-1), (1, 0))  # (B, T, U+1)
 
-    def _final_log_weights(self):
+    @classmethod
+    def from_statistics(cls, log_normalizer, blank_logit, label_logit, duration_logits, sigma, durations,
+                        logit_lengths, target_lengths):
+        """Build the lattice from per-state statistics (B, T, U+1) and duration logits (B, T, U+1, D).
+
+        Returns the lattice and (B, T, U+1) bool: every duration logit of the state is finite (True outside the
+        utterances)."""
+        device = duration_logits.device
+        compiled = device.type == "cpu" and len(durations) <= MAX_KERNEL_DURATIONS
+        kernels = kernel_library() if compiled else None
+        if kernels is not None:
+            *arcs, finite = compiled_arcs(kernels, log_normalizer, blank_logit, label_logit, duration_logits, sigma,
+                                          durations, logit_lengths, target_lengths)
+            log_probs, blank, label, final = arcs
+            return cls(blank, label, final, log_probs, durations, logit_lengths, target_lengths, kernels), finite
+        valid = _valid_states(logit_lengths, target_lengths, *duration_logits.shape[1:3])
+        finite = torch.isfinite(duration_logits).all(-1) | ~valid
+        log_probs = duration_logits.double().masked_fill(~valid[..., None], 0.0).log_softmax(-1)
+        blank_log_probs = blank_logit.double() - log_normalizer.double() - sigma  # (B, T, U+1)
+        label_log_probs = label_logit.double() - log_normalizer.double() - sigma
+        zero = torch.tensor(durations, device=device) == 0
+        blank = (blank_log_probs[..., None] + log_probs).masked_fill(zero, NEG_INF)
+        label = label_log_probs[..., None] + log_probs  # (B, T, U+1, D)
+        label[:, :, -1] = NEG_INF  # nothing left to emit after the last target
+        final = cls._final_log_weights(blank, durations, logit_lengths, target_lengths)
+        return cls(blank, label, final, log_probs, durations, logit_lengths, target_lengths, None), finite
+
+    @staticmethod
+    def _final_log_weights(blank, durations, logit_lengths, target_lengths):
         """(B, T, U+1): log-weight of ending the utterance from each state (blank arcs landing exactly on T_b)."""
-        batch, max_t, max_u1, _ = self.blank.shape
-        final = self.blank.new_full((batch, max_t, max_u1), NEG_INF)
+        batch, max_t, max_u1, _ = blank.shape
+        final = blank.new_full((batch, max_t, max_u1), NEG_INF)
         rows = torch.arange(batch, device=final.device)
-        for j, step in zip(self.positive.tolist(), self.steps.tolist()):
-            start = self.logit_lengths - step  # (B,)
+        for j, step in enumerate(durations):
+            start = logit_lengths - step  # (B,)
             ok = start >= 0
-            b, t, u = rows[ok], start[ok], self.target_lengths[ok]
-            final[b, t, u] = torch.logaddexp(final[b, t, u], self.blank[b, t, u, j])
+            if step == 0:
+                continue
+            b, t, u = rows[ok], start[ok], target_lengths[ok]
+            final[b, t, u] = torch.logaddexp(final[b, t, u], blank[b, t, u, j])
         return final
+
+    @functools.cached_property
+    def in_place_cumsum(self):
+        """(B, T, U+1): zero-duration label arcs (t, u) -> (t, u + 1), chained: their log-weight from (t, 0)."""
+        label_in_place = self.label[..., self.durations == 0].logsumexp(-1)  # (B, T, U+1)
+        return F.pad(label_in_place[..., :-1].cumsum(-1), (1, 0))
 
     def _arcs_by_step(self, weights):
         """(B, T, U+1, D) -> (B, T, D+, U+1): the positive-duration arcs, contiguous per frame."""
@@ -341,20 +371,6 @@ class _Lattice:
 # -------------------------------------------------------------------------------- shared forward/backward steps
 
 
-def _lattice_from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, valid, sigma, durations,
-                             logit_lengths, target_lengths):
-    """Build the float64 lattice from per-state statistics (B, T, U+1) and duration logits (B, T, U+1, D)."""
-    duration_logits = duration_logits.double().masked_fill(~valid[..., None], 0.0)
-    return _Lattice(
-        blank_logit.double() - log_normalizer.double() - sigma,
-        label_logit.double() - log_normalizer.double() - sigma,
-        duration_logits.log_softmax(-1),
-        durations,
-        logit_lengths,
-        target_lengths,
-    )
-
-
 def _losses(lattice, zero_infinity):
     """Per-utterance losses (B,) and the alpha recursion they came from."""
     log_alpha = lattice.log_alpha()
@@ -368,16 +384,25 @@ def _losses(lattice, zero_infinity):
 def _state_gradients(lattice, log_normalizer, log_alpha, log_likelihood, grad_losses):
     """d loss / d logits of the lattice scaled by grad_losses (B,): the token part as a `_TokenGradient` and the full
     gradient of the duration logits (B, T, U+1, D)."""
-    blank, label = lattice.occupancies(log_alpha, lattice.log_beta(), log_likelihood, grad_losses)
-    blank_occupancy, label_occupancy = blank.sum(-1), label.sum(-1)
-    occupancy = blank_occupancy + label_occupancy
-    duration_grad = lattice.duration_log_probs.exp() * occupancy[..., None] - (blank + label)
-    dtype = log_normalizer.dtype
+    dtype, log_beta = log_normalizer.dtype, lattice.log_beta()
+    if lattice.kernels is not None:
+        *per_state, duration_grad = compiled_state_gradients(
+            lattice.kernels, lattice.blank, lattice.label, lattice.duration_log_probs, log_alpha, log_beta,
+            log_likelihood, grad_losses, log_normalizer, lattice.durations, lattice.logit_lengths,
+            lattice.target_lengths, _flush_level(dtype),
+        )
+        shift, blank_occupancy, label_occupancy, significant = per_state
+    else:
+        blank, label = lattice.occupancies(log_alpha, log_beta, log_likelihood, grad_losses)
+        blank_occupancy, label_occupancy = blank.sum(-1), label.sum(-1)
+        occupancy = blank_occupancy + label_occupancy
+        duration_grad = lattice.duration_log_probs.exp() * occupancy[..., None] - (blank + label)
+        shift, significant = log_normalizer - occupancy.abs().log(), occupancy.abs() > _flush_level(dtype)
     token_gradient = _TokenGradient(
-        softmax_shift=(log_normalizer - occupancy.abs().log()).to(dtype),
+        softmax_shift=shift.to(dtype),
         blank_occupancy=blank_occupancy.to(dtype),
         label_occupancy=label_occupancy.to(dtype),
-        significant=occupancy.abs() > _flush_level(dtype),
+        significant=significant,
         negative=(grad_losses < 0).tolist(),
     )
     return token_gradient, duration_grad
@@ -421,12 +446,10 @@ class _TDTLoss(torch.autograd.Function):
                 )
                 statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
         _check_finite("token_logits", finite, lambda b, t, u: token_logits[b, t, u])
-        valid = _valid_states(logit_lengths, target_lengths, max_t, max_u1)
-        _check_finite("duration_logits", torch.isfinite(duration_logits).all(-1) | ~valid,
-                      lambda b, t, u: duration_logits[b, t, u])
         log_normalizer, blank_logit, label_logit = statistics
-        lattice = _lattice_from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, valid, sigma,
-                                           durations, logit_lengths, target_lengths)
+        lattice, finite = _Lattice.from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, sigma,
+                                                   durations, logit_lengths, target_lengths)
+        _check_finite("duration_logits", finite, lambda b, t, u: duration_logits[b, t, u])
         losses, log_alpha, log_likelihood = _losses(lattice, zero_infinity)
         ctx.save_for_backward(token_logits, log_normalizer, label_ids, log_alpha, log_likelihood)
         ctx.lattice, ctx.blank_token_id, ctx.duration_dtype = lattice, blank_token_id, duration_logits.dtype
@@ -554,12 +577,10 @@ class _FusedJointTDTLoss(torch.autograd.Function):
             statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
             duration_logits[b, t0:t1, :n_u] = logits[..., vocab_size:]
         _check_finite("joint token logits", finite, lambda b, t, u: joint_at(b, t, u)[:vocab_size])
-        _check_finite("joint duration logits", torch.isfinite(duration_logits).all(-1),
-                      lambda b, t, u: joint_at(b, t, u)[vocab_size:])
-        valid = _valid_states(logit_lengths, target_lengths, max_t, max_u1)
         log_normalizer, blank_logit, label_logit = statistics
-        lattice = _lattice_from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, valid, sigma,
-                                           durations, logit_lengths, target_lengths)
+        lattice, finite = _Lattice.from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, sigma,
+                                                   durations, logit_lengths, target_lengths)
+        _check_finite("joint duration logits", finite, lambda b, t, u: joint_at(b, t, u)[vocab_size:])
         losses, log_alpha, log_likelihood = _losses(lattice, zero_infinity)
         ctx.save_for_backward(encoder_states, decoder_states, weight, bias, log_normalizer, label_ids, log_alpha,
                               log_likelihood)

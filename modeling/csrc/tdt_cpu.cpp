@@ -1,10 +1,11 @@
 // The CPU kernels of avalign's TDT loss (modeling/tdt_loss.py): one pass over the token logits forward, one
-// backward, and the float64 alpha/beta recursions. Built on first use by modeling/tdt_kernels.py (g++ -O3
+// backward, and the float64 work per lattice state (arcs, alpha/beta recursions, occupancies). Built on first use by modeling/tdt_kernels.py (g++ -O3
 // -march=native) and called through ctypes; every function is extern "C" and takes raw pointers.
 //
 // Shapes: token logits (B, T, U+1, V) with element strides (sb, st, su) and unit stride over V, float32 or
 // bfloat16; per-state arrays (B, T, U+1) contiguous; label_ids (B, U+1); frames, labels (B,) = T_b, U_b.
 // Only the states t < T_b, u <= U_b are read; the gradient kernel also writes zeros everywhere else.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,7 @@
 namespace {
 
 constexpr int LANES = 16;
+constexpr int MAX_DURATIONS = 32;  // tdt_kernels.MAX_KERNEL_DURATIONS
 typedef float vf __attribute__((vector_size(LANES * 4)));
 typedef int32_t vi __attribute__((vector_size(LANES * 4)));
 typedef uint32_t vu __attribute__((vector_size(LANES * 4)));
@@ -95,6 +97,65 @@ inline float lane_sum(vf v) {
     return s;
 }
 
+constexpr int DLANES = 8;
+typedef double vd __attribute__((vector_size(DLANES * 8)));
+typedef int64_t vl __attribute__((vector_size(DLANES * 8)));
+
+inline vd splat(double x) { return vd{} + x; }
+
+// exp on 8 float64 lanes: Cody-Waite range reduction and a degree-13 Taylor polynomial (|r| <= ln 2 / 2, ~1 ulp);
+// 0 below -708 (-inf included), arguments above 709 clamped; NaN stays NaN.
+inline vd vexp(vd x) {
+    const vd magic = splat(6755399441055744.0);  // 1.5 * 2^52
+    vd clamped = x > 709.0 ? splat(709.0) : x;
+    clamped = clamped < -708.0 ? splat(-708.0) : clamped;
+    vd shifted = clamped * 1.4426950408889634 + magic;
+    vd n = shifted - magic;
+    vd r = clamped - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;
+    vd p = splat(1.0 / 6227020800.0);
+    const double inverse_factorials[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                                         1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
+                                         1.0 / 6.0, 0.5, 1.0, 1.0};
+    for (double c : inverse_factorials) p = p * r + c;
+    vl exponent = ((vl)shifted - (vl)magic + 1023) << 52;
+    vd result = p * (vd)exponent;
+    result = x < -708.0 ? vd{} : result;
+    return x != x ? x : result;
+}
+
+inline double lane_sum(vd v) {
+    double s = 0;
+    for (int k = 0; k < DLANES; ++k) s += v[k];
+    return s;
+}
+
+// exp of n values (a buffer of at least n rounded up to DLANES), written back in place
+inline void exp_in_place(double* values, int64_t n) {
+    for (int64_t k = 0; k < n; k += DLANES) {
+        vd x;
+        std::memcpy(&x, values + k, sizeof x);
+        x = vexp(x);
+        std::memcpy(values + k, &x, 8 * (n - k < DLANES ? n - k : DLANES));
+    }
+}
+
+// log(sum(exp(terms[:n]))): -inf when n = 0 or every term is -inf; `terms` holds n rounded up to DLANES
+inline double log_sum_exp(double* terms, int64_t n) {
+    double high = -INFINITY;
+    for (int64_t k = 0; k < n; ++k) high = terms[k] > high ? terms[k] : high;
+    if (high == -INFINITY) return -INFINITY;
+    for (int64_t k = n; k % DLANES; ++k) terms[k] = -INFINITY;
+    vd sum = vd{};
+    for (int64_t k = 0; k < n; k += DLANES) {
+        vd x;
+        std::memcpy(&x, terms + k, sizeof x);
+        sum += vexp(x - high);
+    }
+    return high + std::log(lane_sum(sum));
+}
+
+constexpr int MAX_TERMS = 2 * MAX_DURATIONS + DLANES;  // arcs into or out of a state, padding included
+
 // Run body(i) for i in [0, total) on `threads` threads, a few at a time. With OpenMP this is torch's own thread pool
 // (the library links the libgomp that torch has loaded), so no thread is started or left spinning against torch's.
 template <typename Body> void parallel_for(int64_t total, int64_t grain, int threads, Body body) {
@@ -114,6 +175,11 @@ template <typename Body> void parallel_for(int64_t total, int64_t grain, int thr
 #endif
 }
 
+// Run body(b, t) for every frame of the batch, t < max_t.
+template <typename Body> void for_all_frames(int64_t batch, int64_t max_t, int threads, Body body) {
+    parallel_for(batch * max_t, 4, threads, [&](int64_t i) { body(i / max_t, i % max_t); });
+}
+
 // Run body(b, t) for every valid frame of every utterance.
 template <typename Body>
 void for_frames(int64_t batch, int64_t max_t, const int64_t* frames, int threads, Body body) {
@@ -129,36 +195,49 @@ void token_statistics(const In* logits, int64_t batch, int64_t max_t, int64_t ma
                       int64_t blank, float* log_normalizer, float* blank_logit, float* label_logit, uint8_t* finite,
                       int threads) {
     const int64_t whole = vocab / LANES * LANES;
+    // sum of exp(row - shift) on 16 lanes, the tail's missing lanes zero; high: the lanes' max, nan: any NaN
+    auto exp_sum = [&](const In* row, float shift, vf& high, vi& nan) {
+        vf sum = vf{};
+        for (int64_t v = 0; v < whole; v += LANES) {
+            vf x = load<In>(row + v);
+            nan |= x != x;
+            high = x > high ? x : high;
+            sum += vexp(x - shift);
+        }
+        if (whole < vocab) {
+            vf x = load_tail<In>(row + whole, vocab - whole, NEG_INF), e = vexp(x - shift);
+            nan |= x != x;
+            high = x > high ? x : high;
+            for (int k = vocab - whole; k < LANES; ++k) e[k] = 0.0f;
+            sum += e;
+        }
+        return sum;
+    };
+    // One pass per row: the shift is the previous row's max (rows of one frame differ by a decoder state, so their
+    // maxima are close), exact whenever the row's own max lies within SHIFT_WINDOW of it (no term overflows, and the
+    // rounding of x - shift stays at that of x - max); otherwise, and on a frame's first row, a second pass from the
+    // row's max.
+    constexpr float SHIFT_WINDOW = 8.0f;
     for_frames(batch, max_t, frames, threads, [&](int64_t b, int64_t t) {
+        float shift = NEG_INF;
         for (int64_t u = 0; u <= labels[b]; ++u) {
             const In* row = logits + b * sb + t * st + u * su;
             vf high = splat(NEG_INF);
             vi nan = vi{};
-            for (int64_t v = 0; v < whole; v += LANES) {
-                vf x = load<In>(row + v);
-                nan |= x != x;
-                high = x > high ? x : high;
-            }
-            if (whole < vocab) {
-                vf x = load_tail<In>(row + whole, vocab - whole, NEG_INF);
-                nan |= x != x;
-                high = x > high ? x : high;
-            }
+            vf sum = exp_sum(row, std::isfinite(shift) ? shift : 0.0f, high, nan);
             float m = lane_max(high);
             bool ok = std::isfinite(m);
             for (int k = 0; k < LANES; ++k) ok &= nan[k] == 0;
-            vf sum = vf{};
-            for (int64_t v = 0; v < whole && ok; v += LANES) sum += vexp(load<In>(row + v) - m);
-            if (whole < vocab && ok) {
-                vf e = vexp(load_tail<In>(row + whole, vocab - whole, 0.0f) - m);
-                for (int k = vocab - whole; k < LANES; ++k) e[k] = 0.0f;
-                sum += e;
+            if (ok && !(std::fabs(m - shift) <= SHIFT_WINDOW)) {
+                sum = exp_sum(row, m, high, nan);
+                shift = m;
             }
             const int64_t state = (b * max_t + t) * max_u1 + u;
-            log_normalizer[state] = ok ? std::log(lane_sum(sum)) + m : std::numeric_limits<float>::quiet_NaN();
+            log_normalizer[state] = ok ? std::log(lane_sum(sum)) + shift : std::numeric_limits<float>::quiet_NaN();
             blank_logit[state] = scalar<In>(row[blank]);
             label_logit[state] = scalar<In>(row[label_ids[b * max_u1 + u]]);
             finite[state] = ok;
+            shift = ok ? m : NEG_INF;
         }
     });
 }
@@ -212,7 +291,7 @@ template <typename Body> void for_utterances(int64_t batch, int threads, Body bo
 
 extern "C" {
 
-int avalign_tdt_abi_version() { return 1; }
+int avalign_tdt_abi_version() { return 2; }
 
 // Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh buffer, before anything touches it: a
 // gradient of 200 MB otherwise costs ~50k page faults, more time than the kernel that writes it.
@@ -254,8 +333,128 @@ void avalign_tdt_token_gradient(const void* logits, int dtype, int64_t batch, in
                        blank, threads);
 }
 
+// The lattice's arcs from per-state statistics, float64. Inputs (B, T, U+1): log-normaliser, blank logit, label
+// logit; duration logits (B, T, U+1, D). Outputs: duration log-probs and the blank and label arc log-weights
+// (B, T, U+1, D): log p(blank or target_u) - sigma + log p(d_j), blank -inf at d = 0, label -inf at u = U_b (nothing
+// left to emit); final (B, T, U+1): the log-weight of ending from each state (blank arcs that land exactly on T_b);
+// finite (B, T, U+1): every duration logit of the state is finite. Outside an utterance: arcs and final -inf, log-probs
+// 0, finite 1.
+void avalign_tdt_arcs(const double* log_normalizer, const double* blank_logit, const double* label_logit,
+                      const double* duration_logits, const int64_t* durations, int64_t n_durations, double sigma,
+                      int64_t batch, int64_t max_t, int64_t max_u1, const int64_t* frames, const int64_t* labels,
+                      double* duration_log_probs, double* blank, double* label, double* final, uint8_t* finite,
+                      int threads) {
+    const int64_t D = n_durations;
+    // states in groups of DLANES consecutive u of one frame, each lane one state
+    for_all_frames(batch, max_t, threads, [&](int64_t b, int64_t t) {
+        for (int64_t u0 = 0; u0 < max_u1; u0 += DLANES) {
+            const int64_t first = (b * max_t + t) * max_u1 + u0, n = std::min<int64_t>(DLANES, max_u1 - u0);
+            const int64_t in_utterance = t < frames[b] ? std::min<int64_t>(n, labels[b] + 1 - u0) : 0;  // lanes
+            vd logits[MAX_DURATIONS], high = splat(-HUGE_VAL);
+            bool ok[DLANES];
+            for (int64_t k = 0; k < DLANES; ++k) ok[k] = true;
+            for (int64_t j = 0; j < D; ++j) {
+                logits[j] = vd{};
+                for (int64_t k = 0; k < in_utterance; ++k) {
+                    logits[j][k] = duration_logits[(first + k) * D + j];
+                    ok[k] &= std::isfinite(logits[j][k]);
+                }
+                high = logits[j] > high ? logits[j] : high;
+            }
+            vd sum = vd{};
+            for (int64_t j = 0; j < D; ++j) sum += vexp(logits[j] - high);
+            for (int64_t k = 0; k < n; ++k) {
+                const int64_t state = first + k, u = u0 + k;
+                final[state] = -INFINITY;
+                finite[state] = k < in_utterance ? ok[k] : 1;
+                const double normalizer = high[k] + std::log(sum[k]);
+                const double blank_weight = blank_logit[state] - log_normalizer[state] - sigma;
+                const double label_weight = label_logit[state] - log_normalizer[state] - sigma;
+                for (int64_t j = 0; j < D; ++j) {
+                    const double log_prob = k < in_utterance ? logits[j][k] - normalizer : 0.0;
+                    duration_log_probs[state * D + j] = log_prob;
+                    const bool blank_arc = k < in_utterance && durations[j] > 0, label_arc = k < in_utterance && u < labels[b];
+                    blank[state * D + j] = blank_arc ? blank_weight + log_prob : -INFINITY;
+                    label[state * D + j] = label_arc ? label_weight + log_prob : -INFINITY;
+                }
+            }
+        }
+    });
+    for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < D; ++j) {
+            const int64_t start = frames[b] - durations[j];
+            if (durations[j] == 0 || start < 0) continue;
+            const int64_t state = (b * max_t + start) * max_u1 + labels[b];
+            double terms[DLANES] = {final[state], blank[state * D + j]};
+            final[state] = log_sum_exp(terms, 2);
+        }
+}
+
+// The per-state gradients, float64, from the arcs, alpha, beta (B, T, U+1), the log-likelihood and the incoming
+// gradient `scale` (B,). Arc occupancy: exp(alpha(source) + arc + beta(destination) - logLL) * scale, where beta of
+// the end (T_b, U_b) is 0 for blank arcs; utterances with logLL = -inf get zero occupancy. Outputs (B, T, U+1): the
+// softmax shift log-normaliser - log|occupancy|, the blank and label occupancies (summed over durations), whether
+// |occupancy| > flush; duration_grad (B, T, U+1, D): p(d_j) * occupancy - the arcs' occupancies at d_j. Outside an
+// utterance: zeros, shift +inf, not significant.
+void avalign_tdt_state_gradients(const double* blank, const double* label, const double* duration_log_probs,
+                                 const double* alpha, const double* beta, const double* log_likelihood,
+                                 const double* scale, const double* log_normalizer, const int64_t* durations,
+                                 int64_t n_durations, int64_t batch, int64_t max_t, int64_t max_u1,
+                                 const int64_t* frames, const int64_t* labels, double flush, double* softmax_shift,
+                                 double* blank_occupancy, double* label_occupancy, uint8_t* significant,
+                                 double* duration_grad, int threads) {
+    const int64_t D = n_durations;
+    // states in groups of DLANES consecutive u of one frame, each lane one state
+    for_all_frames(batch, max_t, threads, [&](int64_t b, int64_t t) {
+        const double* be = beta + b * max_t * max_u1;
+        const double total = std::isfinite(log_likelihood[b]) ? log_likelihood[b] : 0.0;
+        for (int64_t u0 = 0; u0 < max_u1; u0 += DLANES) {
+            const int64_t first = (b * max_t + t) * max_u1 + u0, n = std::min<int64_t>(DLANES, max_u1 - u0);
+            const int64_t in_utterance = t < frames[b] ? std::min<int64_t>(n, labels[b] + 1 - u0) : 0;  // lanes
+            vd source = splat(-HUGE_VAL);
+            for (int64_t k = 0; k < in_utterance; ++k) source[k] = alpha[first + k] - total;
+            // per duration: the blank and label arcs' occupancies and p(d_j), one state per lane
+            vd blank_arcs[MAX_DURATIONS], label_arcs[MAX_DURATIONS], blank_sum = vd{}, label_sum = vd{};
+            for (int64_t j = 0; j < D; ++j) {
+                const int64_t s = t + durations[j];
+                vd blank_to = splat(-HUGE_VAL), label_to = splat(-HUGE_VAL), blank_arc, label_arc;
+                for (int64_t k = 0; k < in_utterance; ++k) {
+                    const int64_t u = u0 + k;
+                    if (s < frames[b]) {
+                        blank_to[k] = be[s * max_u1 + u];
+                        if (u < labels[b]) label_to[k] = be[s * max_u1 + u + 1];
+                    } else if (s == frames[b] && u == labels[b]) {
+                        blank_to[k] = 0.0;
+                    }
+                    blank_arc[k] = blank[(first + k) * D + j];
+                    label_arc[k] = label[(first + k) * D + j];
+                }
+                blank_arcs[j] = vexp(blank_arc + source + blank_to) * scale[b];
+                label_arcs[j] = vexp(label_arc + source + label_to) * scale[b];
+                blank_sum += blank_arcs[j];
+                label_sum += label_arcs[j];
+            }
+            const vd occupancy = blank_sum + label_sum;
+            for (int64_t j = 0; j < D; ++j) {
+                vd log_prob = vd{};
+                for (int64_t k = 0; k < in_utterance; ++k) log_prob[k] = duration_log_probs[(first + k) * D + j];
+                const vd grad = vexp(log_prob) * occupancy - (blank_arcs[j] + label_arcs[j]);
+                for (int64_t k = 0; k < n; ++k) duration_grad[(first + k) * D + j] = k < in_utterance ? grad[k] : 0.0;
+            }
+            for (int64_t k = 0; k < n; ++k) {
+                const int64_t state = first + k;
+                const bool used = k < in_utterance && source[k] > -INFINITY;
+                blank_occupancy[state] = used ? blank_sum[k] : 0.0;
+                label_occupancy[state] = used ? label_sum[k] : 0.0;
+                softmax_shift[state] = used ? log_normalizer[state] - std::log(std::fabs(occupancy[k])) : INFINITY;
+                significant[state] = used && std::fabs(occupancy[k]) > flush;
+            }
+        }
+    });
+}
+
 // alpha (B, T, U+1) float64: log-weight of all partial paths from (0, 0) to each state; -inf outside utterances.
-// blank, label: (B, T, U+1, D) arc log-weights (blank -inf at d = 0, label -inf at u = U+1 - 1); durations (D,).
+// blank, label: (B, T, U+1, D) arc log-weights (-inf where an arc does not exist); durations (D,).
 void avalign_tdt_log_alpha(const double* blank, const double* label, const int64_t* durations, int64_t n_durations,
                            int64_t batch, int64_t max_t, int64_t max_u1, const int64_t* frames, const int64_t* labels,
                            double* alpha, int threads) {
@@ -266,20 +465,16 @@ void avalign_tdt_log_alpha(const double* blank, const double* label, const int64
         for (int64_t i = 0; i < max_t * max_u1; ++i) a[i] = -INFINITY;
         for (int64_t t = 0; t < frames[b]; ++t)
             for (int64_t u = 0; u <= labels[b]; ++u) {
-                double terms[64];
+                double terms[MAX_TERMS];
                 int n = 0;
+                if (t == 0 && u == 0) terms[n++] = 0.0;  // the start
                 for (int64_t j = 0; j < n_durations; ++j) {
                     const int64_t d = durations[j], s = t - d;
                     if (s < 0) continue;
                     if (d > 0) terms[n++] = a[s * max_u1 + u] + bl[(s * max_u1 + u) * n_durations + j];
                     if (u > 0) terms[n++] = a[s * max_u1 + u - 1] + la[(s * max_u1 + u - 1) * n_durations + j];
                 }
-                double high = t == 0 && u == 0 ? 0.0 : -INFINITY;
-                for (int k = 0; k < n; ++k) high = terms[k] > high ? terms[k] : high;
-                if (high == -INFINITY) continue;
-                double sum = t == 0 && u == 0 ? std::exp(-high) : 0.0;
-                for (int k = 0; k < n; ++k) sum += std::exp(terms[k] - high);
-                a[t * max_u1 + u] = high + std::log(sum);
+                a[t * max_u1 + u] = log_sum_exp(terms, n);
             }
     });
 }
@@ -297,7 +492,7 @@ void avalign_tdt_log_beta(const double* blank, const double* label, const double
         for (int64_t i = 0; i < max_t * max_u1; ++i) be[i] = -INFINITY;
         for (int64_t t = frames[b] - 1; t >= 0; --t)
             for (int64_t u = labels[b]; u >= 0; --u) {
-                double terms[65];
+                double terms[MAX_TERMS];
                 int n = 0;
                 terms[n++] = final[offset + t * max_u1 + u];
                 for (int64_t j = 0; j < n_durations; ++j) {
@@ -306,12 +501,7 @@ void avalign_tdt_log_beta(const double* blank, const double* label, const double
                     if (d > 0) terms[n++] = be[s * max_u1 + u] + bl[(t * max_u1 + u) * n_durations + j];
                     if (u < labels[b]) terms[n++] = be[s * max_u1 + u + 1] + la[(t * max_u1 + u) * n_durations + j];
                 }
-                double high = -INFINITY;
-                for (int k = 0; k < n; ++k) high = terms[k] > high ? terms[k] : high;
-                if (high == -INFINITY) continue;
-                double sum = 0.0;
-                for (int k = 0; k < n; ++k) sum += std::exp(terms[k] - high);
-                be[t * max_u1 + u] = high + std::log(sum);
+                be[t * max_u1 + u] = log_sum_exp(terms, n);
             }
     });
 }

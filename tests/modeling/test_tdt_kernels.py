@@ -38,6 +38,14 @@ def loss_and_grads(token_logits, duration_logits, arguments):
     return loss.detach(), token_logits.grad, duration_logits.grad
 
 
+def assert_paths_agree(monkeypatch, token_logits, duration_logits, arguments):
+    """The compiled and the PyTorch path give the same loss and gradients."""
+    compiled = on_path(True, monkeypatch, loss_and_grads, token_logits, duration_logits, arguments)
+    reference = on_path(False, monkeypatch, loss_and_grads, token_logits, duration_logits, arguments)
+    for ours, theirs in zip(compiled, reference):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def padded_batch(batch, max_t, max_u, vocab, durations, seed=0, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
     token_logits = (torch.randn(batch, max_t, max_u + 1, vocab, generator=generator) * 3).to(dtype)
@@ -67,11 +75,7 @@ def test_the_kernels_build_and_serve_float32_and_bfloat16_cpu_logits():
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_compiled_path_matches_pytorch_path_on_padded_batches(monkeypatch, durations, vocab, reduction):
     token_logits, duration_logits, arguments = padded_batch(4, 9, 5, vocab, durations, seed=vocab)
-    arguments = dict(arguments, reduction=reduction, sigma=0.3)
-    compiled = on_path(True, monkeypatch, loss_and_grads, token_logits, duration_logits, arguments)
-    reference = on_path(False, monkeypatch, loss_and_grads, token_logits, duration_logits, arguments)
-    for ours, theirs in zip(compiled, reference):
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert_paths_agree(monkeypatch, token_logits, duration_logits, dict(arguments, reduction=reduction, sigma=0.3))
 
 
 @needs_compiler
@@ -93,6 +97,34 @@ def test_long_targets_agree_with_float64(monkeypatch):
     theirs = token_logits.detach().requires_grad_()
     transformers_tdt_loss(theirs, duration_logits, **arguments).backward()
     assert (theirs.grad.double() - exact[1]).abs().max() > 10 * token_error
+
+
+@needs_compiler
+def test_rows_whose_maximum_is_far_from_the_previous_rows_take_the_exact_second_pass(monkeypatch):
+    """The statistics kernel shifts each row by the previous row's max; rows 30 or 100 above or below it (and a
+    frame's first row) are summed again from their own max, so the loss stays exact."""
+    token_logits, duration_logits, arguments = padded_batch(2, 6, 7, 37, [0, 1, 2], seed=5)
+    offsets = torch.tensor([0.0, 30.0, -30.0, 5.0, 100.0, -100.0, 7.0, 0.0])  # per u: row maxima far apart
+    assert_paths_agree(monkeypatch, token_logits + offsets[:, None], duration_logits, arguments)
+
+
+@needs_compiler
+def test_a_released_gradient_buffer_is_reused_and_a_held_one_never_is(monkeypatch):
+    tdt_kernels.gradient_buffers.release()
+    token_logits, duration_logits, arguments = padded_batch(2, 64, 8, 1025, [0, 1, 2])  # 4.7 MB of logits
+    first = on_path(True, monkeypatch, loss_and_grads, token_logits, duration_logits, arguments)[1]
+    held = first.data_ptr()
+    second = loss_and_grads(token_logits, duration_logits, arguments)[1]  # `first` is still held
+    assert second.data_ptr() != held
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    del first
+    reused = second.data_ptr()
+    del second
+    third = loss_and_grads(token_logits, duration_logits, arguments)[1]
+    assert third.data_ptr() == reused  # the last gradient's storage, once released
+    reference = on_path(False, monkeypatch, loss_and_grads, token_logits, duration_logits, arguments)[1]
+    torch.testing.assert_close(third, reference, rtol=1e-5, atol=1e-6)
+    tdt_kernels.gradient_buffers.release()
 
 
 @needs_compiler
