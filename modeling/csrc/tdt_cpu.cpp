@@ -1,6 +1,7 @@
 // The CPU kernels of avalign's TDT loss (modeling/tdt_loss.py): one pass over the token logits forward, one
-// backward, and the float64 work per lattice state (arcs, alpha/beta recursions, occupancies). Built on first use by modeling/tdt_kernels.py (g++ -O3
-// -march=native) and called through ctypes; every function is extern "C" and takes raw pointers.
+// backward, and the float64 work per lattice state (arcs, alpha/beta recursions, occupancies). Built on first use
+// by modeling/tdt_kernels.py (g++ -O3 -march=native) and called through ctypes; every function is extern "C" and
+// takes raw pointers.
 //
 // Shapes: token logits (B, T, U+1, V) with element strides (sb, st, su) and unit stride over V, float32 or
 // bfloat16; per-state arrays (B, T, U+1) contiguous; label_ids (B, U+1); frames, labels (B,) = T_b, U_b.
@@ -373,7 +374,8 @@ void avalign_tdt_arcs(const double* log_normalizer, const double* blank_logit, c
                 for (int64_t j = 0; j < D; ++j) {
                     const double log_prob = k < in_utterance ? logits[j][k] - normalizer : 0.0;
                     duration_log_probs[state * D + j] = log_prob;
-                    const bool blank_arc = k < in_utterance && durations[j] > 0, label_arc = k < in_utterance && u < labels[b];
+                    const bool blank_arc = k < in_utterance && durations[j] > 0;
+                    const bool label_arc = k < in_utterance && u < labels[b];
                     blank[state * D + j] = blank_arc ? blank_weight + log_prob : -INFINITY;
                     label[state * D + j] = label_arc ? label_weight + log_prob : -INFINITY;
                 }
