@@ -10,7 +10,6 @@ H prediction-network width, U label length, V vocabulary (blank included), E ima
 """
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -554,17 +553,58 @@ def check_labels(labels: torch.Tensor, vocab_size: int, blank_token_id: int) -> 
     return labels.masked_fill(~valid, 0), valid.sum(-1)
 
 
-@contextmanager
-def _without_onednn():
-    """oneDNN's LSTM takes ~3x longer than ATen's own for one step of a small batch on CPU (the prediction network's
-    case in greedy decoding; `benchmarks/bench_greedy_decoding.py`): switch it off meanwhile. Only this flag:
-    `torch.backends.mkldnn.flags()` would also reset the caller's deterministic and TF32 settings."""
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = enabled
+class _GreedyStepWeights:
+    """The prediction network's and the joint's weights laid out for decoding steps of a few rows.
+
+    Decoding multiplies a few rows at a time by weights too large for the caches, so it is bound by reading them:
+    - MKL multiplies a few rows by an (in, out) matrix several times faster than by the (out, in) one nn.Linear
+      keeps (16 x 640 by 640 -> 2560: 0.36 ms against 1.54 ms, benchmarks/README.md): every weight here is (in, out);
+    - the first LSTM layer's input product depends on the token alone: `token_gates` (V, 4H) holds it for every
+      token, biases included, so a step reads only the hidden weights (half the bytes at one layer).
+    Built once per set of weights (`for_model` keys it on each parameter's storage and version: an optimiser step
+    or a load makes a new one).
+    """
+
+    def __init__(self, model: "FastConformerForCTCTDT"):
+        decoder, lstm = model.decoder, model.decoder.lstm
+        biases = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(lstm.num_layers)]
+        self.token_gates = torch.addmm(biases[0], decoder.embedding.weight, lstm.weight_ih_l0.t())  # (V, 4H)
+        layers = range(1, lstm.num_layers)
+        self.input_weights = [None] + [getattr(lstm, f"weight_ih_l{k}").t().contiguous() for k in layers]
+        self.hidden_weights = [getattr(lstm, f"weight_hh_l{k}").t().contiguous() for k in range(lstm.num_layers)]
+        self.biases = [None] + biases[1:]
+        self.projector = (decoder.decoder_projector.weight.t().contiguous(), decoder.decoder_projector.bias)
+        self.head = (model.joint.head.weight.t().contiguous(), model.joint.head.bias)
+        self.activation = model.joint.activation
+
+    @staticmethod
+    def for_model(model: "FastConformerForCTCTDT") -> "_GreedyStepWeights":
+        parameters = [*model.decoder.parameters(), *model.joint.parameters()]
+        key = tuple((p.untyped_storage().data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cached = model.__dict__.get("_greedy_step_weights")
+        if cached is None or cached[0] != key:
+            cached = model.__dict__["_greedy_step_weights"] = (key, _GreedyStepWeights(model))
+        return cached[1]
+
+    def prediction_step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        """(R,) token ids and the LSTM state ((L, R, H), (L, R, H)) -> (R, H) decoder states and the new state."""
+        hidden, cell = state
+        new_hidden, new_cell = [], []
+        for k, weights in enumerate(self.hidden_weights):
+            if k == 0:
+                gates = torch.addmm(self.token_gates.index_select(0, tokens), hidden[0], weights)  # (R, 4H)
+            else:
+                gates = torch.addmm(torch.addmm(self.biases[k], x, self.input_weights[k]), hidden[k], weights)
+            i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTM's gate order
+            c = torch.sigmoid(f) * cell[k] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c)
+            new_hidden.append(x)
+            new_cell.append(c)
+        return torch.addmm(self.projector[1], x, self.projector[0]), (torch.stack(new_hidden), torch.stack(new_cell))
+
+    def joint(self, encoder_frame: torch.Tensor, decoder_state: torch.Tensor) -> torch.Tensor:
+        """(R, H), (R, H) -> (R, V + D) joint logits."""
+        return torch.addmm(self.head[1], self.activation(encoder_frame + decoder_state), self.head[0])
 
 
 class FastConformerForCTCTDT(_FastConformerWithEncoder):
@@ -655,26 +695,24 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             return ctc_greedy_decode(outputs.ctc_logits, outputs.encoder_lengths, self.config.blank_token_id)
         return self.tdt_greedy_decode(outputs.encoder_states, outputs.encoder_lengths)
 
-    def joint_step(self, encoder_frame: torch.Tensor, decoder_state: torch.Tensor):
-        """(B, H), (B, H) -> token (B,) and duration (B,) argmaxes, taken separately over each part of the joint."""
-        logits = self.joint(decoder_state, encoder_frame)
-        vocab_size = self.config.vocab_size
-        return logits[:, :vocab_size].argmax(-1), self.durations[logits[:, vocab_size:].argmax(-1)]
-
     @torch.no_grad()
-    @_without_onednn()
     def tdt_greedy_decode(self, encoder_states: torch.Tensor, encoder_lengths: torch.Tensor) -> TranscriptionOutput:
         """Batched label-looping greedy TDT: the outer loop emits one label per utterance, the inner loop skips
-        blanks by their predicted durations (only the joint runs there, on the rows still searching); the prediction
-        network runs once per label, on the rows that emitted one.
+        blanks by their predicted durations; the prediction network advances once per label, on the rows that
+        emitted one. Both run on every row, with results kept by mask where a row takes part: a step reads the same
+        weights for 1 row as for 16 (it is bound by reading them, `_GreedyStepWeights`), and masks need no gathers.
 
         encoder_states (B, T', H) projected encoder frames; encoder_lengths (B,).
         """
-        config = self.config
-        batch_size = encoder_states.shape[0]
+        config, weights = self.config, _GreedyStepWeights.for_model(self)
+        batch_size, vocab_size = encoder_states.shape[0], config.vocab_size
         blank = torch.full((batch_size,), config.blank_token_id, device=encoder_states.device)
-        decoder_state, lstm_state = self.prediction_network(blank[:, None])
-        decoder_state = decoder_state[:, 0]  # (B, H)
+        max_time = encoder_states.shape[1]
+        frames = encoder_states.reshape(batch_size * max_time, -1)  # (B T', H)
+        first_frame = torch.arange(batch_size, device=blank.device) * max_time  # each row's frame 0 in `frames`
+        lstm = self.decoder.lstm
+        zeros = encoder_states.new_zeros((lstm.num_layers, batch_size, lstm.hidden_size))
+        decoder_state, lstm_state = weights.prediction_step(blank, (zeros, zeros))  # (B, H)
         time = torch.zeros_like(blank)
         symbols_at_frame = torch.zeros_like(blank)
         joint_evaluations = torch.zeros_like(blank)
@@ -683,17 +721,19 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         active = time < encoder_lengths
         while active.any():
             token, duration = blank.clone(), torch.zeros_like(blank)
-            searching = active.nonzero()[:, 0]  # (S,) rows still looking for their next label
-            while len(searching):  # the joint on those rows only, skipping blanks by their durations
-                frame = time[searching]
-                step_token, step_duration = self.joint_step(encoder_states[searching, frame], decoder_state[searching])
-                joint_evaluations[searching] += 1
-                token[searching], duration[searching] = step_token, step_duration
-                skip = step_token == config.blank_token_id
-                frame = torch.where(skip, frame + step_duration.clamp(min=1), frame)
-                time[searching] = frame
-                symbols_at_frame[searching] = torch.where(skip, 0, symbols_at_frame[searching])
-                searching = searching[skip & (frame < encoder_lengths[searching])]
+            searching = active  # (B,) rows still looking for their next label
+            while searching.any():  # skip blanks by their durations
+                frame = frames.index_select(0, first_frame + time.clamp(max=max_time - 1))  # (B, H)
+                logits = weights.joint(frame, decoder_state)  # (B, V+D)
+                step_token = logits[:, :vocab_size].argmax(-1)
+                step_duration = self.durations[logits[:, vocab_size:].argmax(-1)]
+                joint_evaluations += searching
+                token = torch.where(searching, step_token, token)
+                duration = torch.where(searching, step_duration, duration)
+                skip = searching & (step_token == config.blank_token_id)
+                time = torch.where(skip, time + step_duration.clamp(min=1), time)
+                symbols_at_frame = torch.where(skip, 0, symbols_at_frame)
+                searching = skip & (time < encoder_lengths)
             emit = active & (token != config.blank_token_id) & (time < encoder_lengths)
             steps.append(torch.stack([emit.long(), token, time, duration]))
             # a label of duration 0 stays on its frame, at most max_symbols_per_step times in a row
@@ -701,15 +741,10 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             force = symbols_at_frame >= config.max_symbols_per_step
             time = torch.where(emit, time + duration + force.long(), time)
             symbols_at_frame = torch.where(force, 0, symbols_at_frame)
-
-            emitted = emit.nonzero()[:, 0]  # the prediction network advances on these rows only
-            if len(emitted):
-                new_state, new_lstm_state = self.prediction_network(
-                    token[emitted, None], tuple(state[:, emitted] for state in lstm_state)
-                )
-                decoder_state[emitted] = new_state[:, 0]
-                for state, new in zip(lstm_state, new_lstm_state):
-                    state[:, emitted] = new
+            if emit.any():  # the prediction network advances on the rows that emitted
+                new_state, new_lstm_state = weights.prediction_step(token, lstm_state)
+                decoder_state = torch.where(emit[:, None], new_state, decoder_state)
+                lstm_state = tuple(torch.where(emit[:, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
             active = emit & (time < encoder_lengths)
         return TranscriptionOutput(**_labels_per_utterance(steps, batch_size), joint_evaluations=joint_evaluations)
 

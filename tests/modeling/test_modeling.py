@@ -92,6 +92,41 @@ def test_tdt_decoding_is_batch_invariant():
         assert alone.frame_timestamps[0] == batched.frame_timestamps[row]
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@torch.no_grad()
+def test_greedy_step_weights_compute_the_prediction_network_and_joint(layers):
+    from avalign.modeling.modeling_fastconformer import _GreedyStepWeights
+
+    torch.manual_seed(0)
+    model = make_head("ctc_tdt", num_decoder_layers=layers).eval()
+    weights = _GreedyStepWeights.for_model(model)
+    tokens = torch.tensor([3, 0, VOCAB - 1, 5])
+    state = tuple(torch.randn(layers, 4, 24) for _ in range(2))
+    decoder_state, (hidden, cell) = weights.prediction_step(tokens, state)
+    expected, (expected_hidden, expected_cell) = model.prediction_network(tokens[:, None], state)
+    torch.testing.assert_close(decoder_state, expected[:, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hidden, expected_hidden, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cell, expected_cell, rtol=1e-5, atol=1e-6)
+    frames = torch.randn(4, 24)
+    torch.testing.assert_close(weights.joint(frames, decoder_state), model.joint(decoder_state, frames),
+                               rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
+def test_greedy_step_weights_follow_the_models_weights():
+    from avalign.modeling.modeling_fastconformer import _GreedyStepWeights
+
+    model = make_head("ctc_tdt").eval()
+    weights = _GreedyStepWeights.for_model(model)
+    assert _GreedyStepWeights.for_model(model) is weights  # unchanged weights: built once
+    model.joint.head.bias.add_(1.0)  # an optimiser step changes weights in place
+    changed = _GreedyStepWeights.for_model(model)
+    assert changed is not weights
+    torch.testing.assert_close(changed.head[1], model.joint.head.bias)
+    model.load_state_dict({k: torch.zeros_like(v) for k, v in model.state_dict().items()})
+    assert _GreedyStepWeights.for_model(model).token_gates.abs().sum() == 0
+
+
 # ------------------------------------------------------------------------------------------------------ SpecAugment
 def test_spec_augment_masks_bands_and_spans_inside_real_frames_only():
     features, mask = padded_batch(lengths=(200, 120, 50))
