@@ -27,6 +27,7 @@ from transformers.models.parakeet import (
 )
 from transformers.models.parakeet.modeling_parakeet import (
     ParakeetEncoderCTCHead,
+    ParakeetEncoderSubsamplingConv2D,
     ParakeetPreTrainedModel,
     ParakeetRNNTDecoder,
     ParakeetTDTJointNetwork,
@@ -196,8 +197,41 @@ class FastConformerPreTrainedModel(ParakeetPreTrainedModel):
             init.copy_(module.durations, torch.tensor(module.config.durations))
 
 
+class ChannelsLastSubsampling(ParakeetEncoderSubsamplingConv2D):
+    """Parakeet's convolutional subsampling, same weights and layers, run channels-last with in-place ReLUs.
+
+    At 8x subsampling the first convolution writes C x T/2 x F/2 values per utterance (200 MB for 8 clips of 12 s at
+    C 256), and oneDNN runs the convolutions several times faster channels-last than in the NCHW layout Parakeet
+    makes (first convolution 75-92 against 173 ms, the depthwise one after it 36 against 153 ms, outputs equal to
+    ~1e-7); an out-of-place ReLU allocates and faults in a second copy of it (86 against 14 ms in place). In NCHW the
+    subsampling is most of the encoder's inference time on CPU.
+    """
+
+    def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden_states = input_features.unsqueeze(1).contiguous(memory_format=torch.channels_last)  # (B, 1, T, F)
+        lengths = attention_mask.sum(-1) if attention_mask is not None else None
+        for layer in self.layers:
+            if isinstance(layer, nn.ReLU):
+                hidden_states = hidden_states.relu_()  # its input is a convolution's output, used by nothing else
+                continue
+            # a channels-last weight makes oneDNN write channels-last even where C = 1 leaves the input's ambiguous
+            weight = layer.weight.to(memory_format=torch.channels_last)
+            hidden_states = F.conv2d(hidden_states, weight, layer.bias, layer.stride, layer.padding, layer.dilation,
+                                     layer.groups)
+            if isinstance(layer, nn.Conv2d) and attention_mask is not None:  # zero the frames past each length
+                lengths = self._get_output_length(lengths, layer)
+                frames = torch.arange(hidden_states.shape[2], device=attention_mask.device)
+                hidden_states *= (frames < lengths[:, None])[:, None, :, None]
+        batch, _, frames, _ = hidden_states.shape
+        return self.linear(hidden_states.transpose(1, 2).reshape(batch, frames, -1))  # (B, T', C F) -> (B, T', D)
+
+
 class FastConformerModel(FastConformerPreTrainedModel, ParakeetEncoder):
     """The bare FastConformer encoder: Parakeet's encoder with input checks and encoder lengths in its output."""
+
+    def __init__(self, config: FastConformerConfig):
+        super().__init__(config)
+        self.subsampling.__class__ = ChannelsLastSubsampling  # the same module and weights, a faster forward
 
     def _init_weights(self, module):
         """Variance-preserving weights for an encoder trained from scratch, as PyTorch (and so NeMo) initialise it:

@@ -80,6 +80,25 @@ def test_padding_does_not_change_outputs_of_shorter_items(kind):
                                    atol=1e-5, rtol=1e-4)
 
 
+def test_the_channels_last_subsampling_computes_parakeets_outputs_and_gradients():
+    from transformers.models.parakeet.modeling_parakeet import ParakeetEncoderSubsamplingConv2D
+
+    torch.manual_seed(0)
+    ours = FastConformerModel(ENCODER).subsampling
+    stock = ParakeetEncoderSubsamplingConv2D(FastConformerModel(ENCODER).to_parakeet_config())
+    stock.load_state_dict(ours.state_dict())
+    features, mask = padded_batch()
+    results = []
+    for module in (ours, stock):
+        module.zero_grad()
+        inputs = features.clone().requires_grad_()
+        outputs = module(inputs, mask.long())
+        outputs.square().sum().backward()
+        results.append((outputs, inputs.grad, module.layers[0].weight.grad, module.layers[2].weight.grad))
+    for mine, theirs in zip(*results):  # float32 sums in another order: agreement to ~1e-6 of each tensor's scale
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5 * theirs.abs().max().item())
+
+
 def test_tdt_decoding_is_batch_invariant():
     torch.manual_seed(1)
     model = make_head("ctc_tdt").eval()
