@@ -26,6 +26,7 @@ from transformers.models.parakeet import (
     ParakeetTDTConfig,
 )
 from transformers.models.parakeet.modeling_parakeet import (
+    ParakeetEncoderAttention,
     ParakeetEncoderCTCHead,
     ParakeetEncoderSubsamplingConv2D,
     ParakeetPreTrainedModel,
@@ -226,12 +227,32 @@ class ChannelsLastSubsampling(ParakeetEncoderSubsamplingConv2D):
         return self.linear(hidden_states.transpose(1, 2).reshape(batch, frames, -1))  # (B, T', C F) -> (B, T', D)
 
 
+class StridedShiftAttention(ParakeetEncoderAttention):
+    """Parakeet's relative-position attention with its relative shift as a strided view instead of a padded copy.
+
+    The shift reads scores[i, j + T - 1 - i] for each query i and key j from the (B, H, T, 2T - 1) position scores:
+    a view with row stride 2T - 2, offset T - 1. Parakeet pads the scores and reshapes them (a fill and a copy of the
+    whole tensor in every layer); the scaling that follows reads the view directly. Values are the same, exactly.
+    """
+
+    def _rel_shift(self, attention_scores: torch.Tensor) -> torch.Tensor:
+        batch, heads, queries, positions = attention_scores.shape
+        if positions != 2 * queries - 1:  # not Parakeet's 2T - 1 relative positions
+            return super()._rel_shift(attention_scores)
+        sb, sh, sq, sp = attention_scores.stride()
+        offset = attention_scores.storage_offset() + (queries - 1) * sp
+        return attention_scores.as_strided((batch, heads, queries, queries), (sb, sh, sq - sp, sp), offset)
+
+
 class FastConformerModel(FastConformerPreTrainedModel, ParakeetEncoder):
     """The bare FastConformer encoder: Parakeet's encoder with input checks and encoder lengths in its output."""
 
     def __init__(self, config: FastConformerConfig):
         super().__init__(config)
-        self.subsampling.__class__ = ChannelsLastSubsampling  # the same module and weights, a faster forward
+        # the same modules and weights, faster forwards
+        self.subsampling.__class__ = ChannelsLastSubsampling
+        for layer in self.layers:
+            layer.self_attn.__class__ = StridedShiftAttention
 
     def _init_weights(self, module):
         """Variance-preserving weights for an encoder trained from scratch, as PyTorch (and so NeMo) initialise it:

@@ -99,6 +99,31 @@ def test_the_channels_last_subsampling_computes_parakeets_outputs_and_gradients(
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5 * theirs.abs().max().item())
 
 
+def test_the_strided_shift_attention_computes_parakeets_attention_and_gradients():
+    from transformers.models.parakeet.modeling_parakeet import ParakeetEncoderAttention
+
+    torch.manual_seed(0)
+    encoder = FastConformerModel(ENCODER)
+    ours = encoder.layers[0].self_attn
+    stock = ParakeetEncoderAttention(encoder.config, layer_idx=0)
+    stock.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        for bias in (ours.bias_u, ours.bias_v, stock.bias_u, stock.bias_v):  # nonzero, as after training
+            bias.copy_(torch.arange(bias.numel()).reshape(bias.shape) * 0.01)
+    hidden = torch.randn(2, 9, ENCODER.hidden_size)
+    positions = encoder.encode_positions(hidden)  # (B, 2T - 1, D)
+    mask = (torch.arange(9) < torch.tensor([9, 5])[:, None])[:, None, None, :].expand(2, 1, 9, 9)
+    results = []
+    for module in (ours, stock):
+        module.zero_grad()
+        inputs = hidden.clone().requires_grad_()
+        output, _ = module(inputs, positions, attention_mask=mask)
+        output.square().sum().backward()
+        results.append((output, inputs.grad, module.relative_k_proj.weight.grad, module.bias_v.grad))
+    for mine, theirs in zip(*results):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_tdt_decoding_is_batch_invariant():
     torch.manual_seed(1)
     model = make_head("ctc_tdt").eval()
