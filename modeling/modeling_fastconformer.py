@@ -219,7 +219,7 @@ class ChannelsLastSubsampling(ParakeetEncoderSubsamplingConv2D):
             weight = layer.weight.to(memory_format=torch.channels_last)
             hidden_states = F.conv2d(hidden_states, weight, layer.bias, layer.stride, layer.padding, layer.dilation,
                                      layer.groups)
-            if isinstance(layer, nn.Conv2d) and attention_mask is not None:  # zero the frames past each length
+            if attention_mask is not None:  # zero the frames past each length
                 lengths = self._get_output_length(lengths, layer)
                 frames = torch.arange(hidden_states.shape[2], device=attention_mask.device)
                 hidden_states *= (frames < lengths[:, None])[:, None, :, None]
