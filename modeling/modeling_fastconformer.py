@@ -41,6 +41,7 @@ from .configuration_fastconformer import (
     FastConformerCTCTDTConfig,
     FastConformerMaskedTokenPredictionConfig,
 )
+from .tdt_kernels import GreedyBookkeeping, greedy_kernels_for
 from .tdt_loss import fused_joint_tdt_loss, tdt_loss
 
 LABEL_PAD = -100  # labels are padded with -100, as everywhere in transformers
@@ -657,9 +658,24 @@ class _GreedyStepWeights:
             new_cell.append(c)
         return torch.addmm(self.projector[1], x, self.projector[0]), (torch.stack(new_hidden), torch.stack(new_cell))
 
+    def start(self, blank: torch.Tensor, num_layers: int):
+        """(B,) blank ids -> the decoder states (B, H) and LSTM state after the blank, from a zero state."""
+        zeros = self.token_gates.new_zeros((num_layers, len(blank), self.hidden_weights[0].shape[0]))
+        return self.prediction_step(blank, (zeros, zeros))
+
+    def advance(self, tokens, emit, decoder_state, lstm_state):
+        """The prediction network's step on the rows with emit (B,) True; the other rows keep their state."""
+        new_state, new_lstm_state = self.prediction_step(tokens, lstm_state)
+        decoder_state = torch.where(emit[:, None], new_state, decoder_state)
+        return decoder_state, tuple(torch.where(emit[:, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
+
     def joint(self, encoder_frame: torch.Tensor, decoder_state: torch.Tensor) -> torch.Tensor:
         """(R, H), (R, H) -> (R, V + D) joint logits."""
-        return torch.addmm(self.head[1], self.activation(encoder_frame + decoder_state), self.head[0])
+        return self.joint_from_input(self.activation(encoder_frame + decoder_state))
+
+    def joint_from_input(self, joint_input: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(R, H) activations -> (R, V + D) joint logits."""
+        return torch.addmm(self.head[1], joint_input, self.head[0], out=out)
 
 
 class FastConformerForCTCTDT(_FastConformerWithEncoder):
@@ -762,12 +778,14 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         config, weights = self.config, _GreedyStepWeights.for_model(self)
         batch_size, vocab_size = encoder_states.shape[0], config.vocab_size
         blank = torch.full((batch_size,), config.blank_token_id, device=encoder_states.device)
+        decoder_state, lstm_state = weights.start(blank, self.decoder.lstm.num_layers)  # (B, H)
+        kernels = greedy_kernels_for(encoder_states, weights.activation)
+        if kernels is not None:
+            return self._compiled_greedy_decode(kernels, weights, encoder_states, encoder_lengths, decoder_state,
+                                                lstm_state)
         max_time = encoder_states.shape[1]
         frames = encoder_states.reshape(batch_size * max_time, -1)  # (B T', H)
         first_frame = torch.arange(batch_size, device=blank.device) * max_time  # each row's frame 0 in `frames`
-        lstm = self.decoder.lstm
-        zeros = encoder_states.new_zeros((lstm.num_layers, batch_size, lstm.hidden_size))
-        decoder_state, lstm_state = weights.prediction_step(blank, (zeros, zeros))  # (B, H)
         time = torch.zeros_like(blank)
         symbols_at_frame = torch.zeros_like(blank)
         joint_evaluations = torch.zeros_like(blank)
@@ -797,11 +815,28 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             time = torch.where(emit, time + duration + force.long(), time)
             symbols_at_frame = torch.where(force, 0, symbols_at_frame)
             if emit.any():  # the prediction network advances on the rows that emitted
-                new_state, new_lstm_state = weights.prediction_step(token, lstm_state)
-                decoder_state = torch.where(emit[:, None], new_state, decoder_state)
-                lstm_state = tuple(torch.where(emit[:, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
+                decoder_state, lstm_state = weights.advance(token, emit, decoder_state, lstm_state)
             active = emit & (time < encoder_lengths)
         return TranscriptionOutput(**_labels_per_utterance(steps, batch_size), joint_evaluations=joint_evaluations)
+
+    def _compiled_greedy_decode(self, kernels, weights, encoder_states, encoder_lengths, decoder_state, lstm_state):
+        """`tdt_greedy_decode`'s loop with its per-row bookkeeping in C (`tdt_kernels.GreedyBookkeeping`): the same
+        products on every row, the same arithmetic, the same outputs; only the ~20 small torch ops per joint call
+        between them become one call."""
+        config = self.config
+        rows = GreedyBookkeeping(kernels, encoder_states, encoder_lengths, self.durations, config.blank_token_id,
+                                 config.max_symbols_per_step)
+        logits = encoder_states.new_empty((len(encoder_lengths), weights.head[0].shape[1]))  # (B, V+D)
+        steps = []
+        while rows.active.any():
+            rows.start_search(decoder_state)
+            while rows.search_step(weights.joint_from_input(rows.joint_input, out=logits)):
+                pass
+            if rows.emit_step():
+                decoder_state, lstm_state = weights.advance(rows.token, rows.emit.bool(), decoder_state, lstm_state)
+            steps.append(rows.record.clone())
+        return TranscriptionOutput(**_labels_per_utterance(steps, len(encoder_lengths)),
+                                   joint_evaluations=rows.joint_evaluations)
 
     # ------------------------------------------------------------------------------------------------ export
     def to_parakeet_ctc(self) -> ParakeetForCTC:

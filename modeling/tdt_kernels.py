@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "tdt_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp"]  # OpenMP: torch's libgomp
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_KERNEL_DURATIONS = 32  # the kernels keep up to 2 arcs per duration on the stack
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
@@ -46,7 +46,11 @@ SIGNATURES = {
     "avalign_tdt_arcs": [_ptr] * 5 + [_i64, ctypes.c_double] + [_i64] * 3 + [_ptr] * 7 + [_int],
     "avalign_tdt_state_gradients": [_ptr] * 9 + [_i64] * 4 + [_ptr] * 2 + [ctypes.c_double] + [_ptr] * 5 + [_int],
     "avalign_advise_huge_pages": [_ptr, _i64],
+    "avalign_greedy_fill_slots": [_ptr] * 5 + [_i64] * 3 + [_ptr] * 4,
+    "avalign_greedy_search_step": [_ptr, _i64, _ptr, _i64, _i64] + [_ptr] * 9 + [_i64] * 3 + [_ptr] * 4,
+    "avalign_greedy_emit_step": [_ptr] * 8 + [_i64] * 3,
 }
+RESULTS = {"avalign_greedy_search_step": _i64, "avalign_greedy_emit_step": _i64}
 kernel_build_info = {}  # path, compile_s (0 when loaded from the cache), or the reason the kernels are off
 
 
@@ -85,7 +89,7 @@ def _load(path):
     if lib.avalign_tdt_abi_version() != ABI_VERSION:
         raise OSError(f"{path} has ABI version {lib.avalign_tdt_abi_version()}, expected {ABI_VERSION}")
     for name, arguments in SIGNATURES.items():
-        getattr(lib, name).argtypes, getattr(lib, name).restype = arguments, None
+        getattr(lib, name).argtypes, getattr(lib, name).restype = arguments, RESULTS.get(name)
     return lib
 
 
@@ -279,3 +283,64 @@ def compiled_state_gradients(lib, blank, label, duration_log_probs, log_alpha, l
                                     _p(labels), flush, _p(shift), _p(blank_occupancy), _p(label_occupancy),
                                     _p(significant), _p(duration_grad), _threads())
     return shift, blank_occupancy, label_occupancy, significant, duration_grad
+
+
+class GreedyBookkeeping:
+    """The per-row state of batched label-looping greedy TDT decoding, advanced by the compiled kernels between the
+    joint and prediction-network products (FastConformerForCTCTDT.tdt_greedy_decode). Each method is one C call in
+    place of ~10-20 small torch ops. encoder_states (B, T', H) float32; encoder_lengths (B,).
+
+    The joint runs on B input slots. While S < B rows search, each gets B / S of them, for its next frames: a blank
+    skipping to one of those needs no further product (avalign_greedy_fill_slots in csrc/tdt_cpu.cpp). Each row's
+    logits come from the same product of the same inputs, so the outputs are those of the torch loop."""
+
+    def __init__(self, lib, encoder_states, encoder_lengths, durations, blank_token_id, max_symbols_per_step):
+        self.lib, self.encoder = lib, encoder_states.contiguous()
+        self.batch, self.max_t, self.hidden = self.encoder.shape
+        self.lengths, self.durations = _indices(encoder_lengths, durations)
+        self.blank, self.max_symbols = blank_token_id, max_symbols_per_step
+        rows = self.batch
+        per_row = torch.zeros(8, rows, dtype=torch.long)
+        self.time, self.symbols_at_frame, self.joint_evaluations, self.token, self.duration = per_row[:5]
+        self.slot_first, self.slot_count, self.slot_time = per_row[5:]  # the joint's input slots of each row
+        self.active = (self.time < self.lengths).to(torch.uint8)
+        self.searching, self.emit = torch.zeros(2, rows, dtype=torch.uint8)
+        self.record = torch.zeros(4, rows, dtype=torch.long)  # emitted?, token, frame, duration
+        self.joint_input = torch.zeros(rows, self.hidden)  # (B slots, H)
+
+    def _slots(self):
+        return _p(self.slot_first), _p(self.slot_count), _p(self.slot_time), _p(self.joint_input)
+
+    def start_search(self, decoder_state):
+        """Every active row looks for its next label from its current frame; fills the joint's input slots."""
+        self.searching.copy_(self.active)
+        self.token.fill_(self.blank)
+        self.duration.zero_()
+        self.decoder = decoder_state.contiguous()
+        self.lib.avalign_greedy_fill_slots(_p(self.encoder), _p(self.decoder), _p(self.time), _p(self.searching),
+                                           _p(self.lengths), self.batch, self.max_t, self.hidden, *self._slots())
+
+    def search_step(self, logits):
+        """(B slots, V + D) float32 joint logits -> how many rows still search (their slots filled again)."""
+        logits = logits.contiguous()
+        return self.lib.avalign_greedy_search_step(
+            _p(logits), logits.shape[1] - len(self.durations), _p(self.durations), len(self.durations), self.blank,
+            _p(self.lengths), _p(self.searching), _p(self.token), _p(self.duration), _p(self.time),
+            _p(self.symbols_at_frame), _p(self.joint_evaluations), _p(self.encoder), _p(self.decoder), self.batch,
+            self.max_t, self.hidden, *self._slots(),
+        )
+
+    def emit_step(self):
+        """The rows that found a label emit it and advance -> how many emitted; `record` (4, B) holds the step."""
+        return self.lib.avalign_greedy_emit_step(
+            _p(self.token), _p(self.duration), _p(self.time), _p(self.symbols_at_frame), _p(self.lengths),
+            _p(self.active), _p(self.emit), _p(self.record), self.batch, self.blank, self.max_symbols,
+        )
+
+
+def greedy_kernels_for(encoder_states, activation):
+    """The kernel library, if it serves greedy decoding of these encoder states (CPU float32, a ReLU joint)."""
+    relu = isinstance(activation, torch.nn.ReLU) or activation is torch.relu
+    if encoder_states.device.type != "cpu" or encoder_states.dtype != torch.float32 or not relu:
+        return None
+    return kernel_library()

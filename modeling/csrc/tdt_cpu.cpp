@@ -1,5 +1,6 @@
 // The CPU kernels of avalign's TDT loss (modeling/tdt_loss.py): one pass over the token logits forward, one
-// backward, and the float64 work per lattice state (arcs, alpha/beta recursions, occupancies). Built on first use
+// backward, and the float64 work per lattice state (arcs, alpha/beta recursions, occupancies); and the bookkeeping
+// of greedy TDT decoding (modeling_fastconformer.py). Built on first use
 // by modeling/tdt_kernels.py (g++ -O3 -march=native) and called through ctypes; every function is extern "C" and
 // takes raw pointers.
 //
@@ -292,7 +293,7 @@ template <typename Body> void for_utterances(int64_t batch, int threads, Body bo
 
 extern "C" {
 
-int avalign_tdt_abi_version() { return 2; }
+int avalign_tdt_abi_version() { return 3; }
 
 // Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh buffer, before anything touches it: a
 // gradient of 200 MB otherwise costs ~50k page faults, more time than the kernel that writes it.
@@ -506,6 +507,102 @@ void avalign_tdt_log_beta(const double* blank, const double* label, const double
                 be[t * max_u1 + u] = log_sum_exp(terms, n);
             }
     });
+}
+
+// ---------------------------------------------------------------------------------------------- greedy decoding
+// The bookkeeping of batched label-looping greedy TDT (FastConformerForCTCTDT.tdt_greedy_decode) between the joint and
+// prediction-network products that torch computes. float32 arrays contiguous: encoder (B, T', H), decoder states
+// (B, H), joint input (B, H), logits (B, V + D); int64 per-row state (B,); searching, active, emit: uint8 (B,).
+
+// The joint's B input slots for the rows still searching (S of them): each row gets B / S slots (the first B % S
+// rows one more), holding its frames time_b, time_b + 1, ...: blanks skip 1-4 frames, so a row's next frames are
+// often among them, and a product of B rows costs about what one of S rows does (it is bound by reading the joint's
+// weights). slot_first[b]: row b's first slot; slot_count[b]: its slots (0 if not searching); slot_time[b]: the
+// frame of its first slot. joint_input[slot] = relu(encoder[b, frame] + decoder[b]); unused slots keep old values.
+void avalign_greedy_fill_slots(const float* encoder, const float* decoder, const int64_t* time,
+                               const uint8_t* searching, const int64_t* lengths, int64_t batch, int64_t max_t,
+                               int64_t hidden, int64_t* slot_first, int64_t* slot_count, int64_t* slot_time,
+                               float* joint_input) {
+    int64_t rows = 0, slot = 0, k = 0;
+    for (int64_t b = 0; b < batch; ++b) rows += searching[b];
+    for (int64_t b = 0; b < batch; ++b) {
+        slot_first[b] = slot, slot_time[b] = time[b], slot_count[b] = 0;
+        if (!searching[b]) continue;
+        const int64_t share = batch / rows + (k++ < batch % rows);
+        slot_count[b] = std::min(share, lengths[b] - time[b]);  // frames past the utterance are never read
+        for (int64_t j = 0; j < slot_count[b]; ++j, ++slot) {
+            const float* frame = encoder + (b * max_t + time[b] + j) * hidden;
+            const float* state = decoder + b * hidden;
+            float* out = joint_input + slot * hidden;
+            for (int64_t h = 0; h < hidden; ++h) {
+                const float x = frame[h] + state[h];
+                out[h] = x > 0.0f || x != x ? x : 0.0f;  // torch.relu (NaN stays NaN)
+            }
+        }
+    }
+}
+
+// The index of the first largest value, NaN counting as largest (torch.argmax)
+static inline int64_t first_argmax(const float* values, int64_t n) {
+    int64_t best = 0;
+    for (int64_t k = 1; k < n; ++k) {
+        const float x = values[k], m = values[best];
+        if (m != m) break;
+        if (x > m || x != x) best = k;
+    }
+    return best;
+}
+
+// After the joint on the slots: each searching row reads the logits of its current frame while a slot holds it. It
+// takes the token and duration argmaxes; a blank skips max(d, 1) frames, clears symbols_at_frame and keeps the row
+// searching while time < length; a label ends its search. Then fills the slots of the rows still searching and
+// returns their count.
+int64_t avalign_greedy_search_step(const float* logits, int64_t vocab, const int64_t* durations, int64_t n_durations,
+                                   int64_t blank, const int64_t* lengths, uint8_t* searching, int64_t* token,
+                                   int64_t* duration, int64_t* time, int64_t* symbols_at_frame,
+                                   int64_t* joint_evaluations, const float* encoder, const float* decoder,
+                                   int64_t batch, int64_t max_t, int64_t hidden, int64_t* slot_first,
+                                   int64_t* slot_count, int64_t* slot_time, float* joint_input) {
+    int64_t still = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+        while (searching[b] && time[b] - slot_time[b] < slot_count[b]) {
+            const float* row = logits + (slot_first[b] + time[b] - slot_time[b]) * (vocab + n_durations);
+            token[b] = first_argmax(row, vocab);
+            duration[b] = durations[first_argmax(row + vocab, n_durations)];
+            joint_evaluations[b] += 1;
+            const bool skip = token[b] == blank;
+            if (skip) {
+                time[b] += std::max<int64_t>(duration[b], 1);
+                symbols_at_frame[b] = 0;
+            }
+            searching[b] = skip && time[b] < lengths[b];
+        }
+        still += searching[b];
+    }
+    avalign_greedy_fill_slots(encoder, decoder, time, searching, lengths, batch, max_t, hidden, slot_first,
+                              slot_count, slot_time, joint_input);
+    return still;
+}
+
+// After the search: emit = active, a label found, time < length; record (4, B) = emitted, token, time, duration.
+// A label of duration 0 stays on its frame, at most max_symbols times in a row; time advances past each label;
+// active = emit and time < length. Returns the number of rows that emitted.
+int64_t avalign_greedy_emit_step(const int64_t* token, const int64_t* duration, int64_t* time,
+                                 int64_t* symbols_at_frame, const int64_t* lengths, uint8_t* active, uint8_t* emit,
+                                 int64_t* record, int64_t batch, int64_t blank, int64_t max_symbols) {
+    int64_t emitted = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+        emit[b] = active[b] && token[b] != blank && time[b] < lengths[b];
+        record[b] = emit[b], record[batch + b] = token[b], record[2 * batch + b] = time[b];
+        record[3 * batch + b] = duration[b];
+        symbols_at_frame[b] = emit[b] && duration[b] == 0 ? symbols_at_frame[b] + 1 : 0;
+        const bool force = symbols_at_frame[b] >= max_symbols;
+        if (emit[b]) time[b] += duration[b] + force;
+        if (force) symbols_at_frame[b] = 0;
+        active[b] = emit[b] && time[b] < lengths[b];
+        emitted += emit[b];
+    }
+    return emitted;
 }
 
 }  // extern "C"

@@ -171,6 +171,36 @@ def test_greedy_step_weights_follow_the_models_weights():
     assert _GreedyStepWeights.for_model(model).token_gates.abs().sum() == 0
 
 
+# mostly labels, often of duration 0 (runs hit max_symbols_per_step), or mostly blanks (skips of 1-4 frames)
+@pytest.mark.parametrize("blank_bias, zero_duration_bias", [(0.0, 3.0), (6.0, 0.0)])
+@pytest.mark.parametrize("batch_size", [1, 5])
+@torch.no_grad()
+def test_compiled_greedy_decoding_equals_the_torch_loop(monkeypatch, blank_bias, zero_duration_bias, batch_size):
+    from avalign.modeling import tdt_kernels
+
+    tdt_kernels.kernel_library.cache_clear()
+    if tdt_kernels.kernel_library() is None:
+        pytest.skip(f"compiled kernels unavailable: {tdt_kernels.kernel_build_info.get('disabled')}")
+    torch.manual_seed(batch_size)
+    model = make_head("ctc_tdt", max_symbols_per_step=3).eval()
+    model.joint.head.weight.normal_(0.0, 1.0)  # so that the joint's inputs, not its bias, decide
+    model.joint.head.bias[VOCAB - 1] += blank_bias
+    model.joint.head.bias[VOCAB] += zero_duration_bias  # the first duration logit: duration 0
+    states = torch.randn(batch_size, 40, 24)
+    lengths = torch.tensor([40, 17, 1, 33, 29][:batch_size])
+    compiled = model.tdt_greedy_decode(states, lengths)
+    monkeypatch.setenv("AVALIGN_TDT_KERNELS", "0")
+    tdt_kernels.kernel_library.cache_clear()
+    reference = model.tdt_greedy_decode(states, lengths)
+    tdt_kernels.kernel_library.cache_clear()
+    assert compiled.sequences == reference.sequences and any(compiled.sequences)
+    assert compiled.frame_timestamps == reference.frame_timestamps
+    assert compiled.token_durations == reference.token_durations
+    assert torch.equal(compiled.joint_evaluations, reference.joint_evaluations)
+    if zero_duration_bias:  # duration-0 labels ran into max_symbols_per_step somewhere
+        assert max(max((row.count(t) for t in set(row)), default=0) for row in compiled.frame_timestamps) == 3
+
+
 # ------------------------------------------------------------------------------------------------------ SpecAugment
 def test_spec_augment_masks_bands_and_spans_inside_real_frames_only():
     features, mask = padded_batch(lengths=(200, 120, 50))
