@@ -667,7 +667,8 @@ class _GreedyStepWeights:
         """The prediction network's step on the rows with emit (B,) True; the other rows keep their state."""
         new_state, new_lstm_state = self.prediction_step(tokens, lstm_state)
         decoder_state = torch.where(emit[:, None], new_state, decoder_state)
-        return decoder_state, tuple(torch.where(emit[:, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
+        lstm_state = tuple(torch.where(emit[:, None], new, old) for new, old in zip(new_lstm_state, lstm_state))
+        return decoder_state, lstm_state
 
     def joint(self, encoder_frame: torch.Tensor, decoder_state: torch.Tensor) -> torch.Tensor:
         """(R, H), (R, H) -> (R, V + D) joint logits."""
