@@ -776,6 +776,11 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
 
         encoder_states (B, T', H) projected encoder frames; encoder_lengths (B,).
         """
+        max_time = encoder_states.shape[1]
+        in_range = (encoder_lengths >= 0) & (encoder_lengths <= max_time)
+        if len(encoder_lengths) != len(encoder_states) or not bool(in_range.all()):
+            raise ValueError(f"encoder_lengths must hold one length in [0, {max_time}] per row of encoder_states "
+                             f"{tuple(encoder_states.shape)}, got {encoder_lengths.tolist()}.")
         config, weights = self.config, _GreedyStepWeights.for_model(self)
         batch_size, vocab_size = encoder_states.shape[0], config.vocab_size
         blank = torch.full((batch_size,), config.blank_token_id, device=encoder_states.device)
@@ -784,7 +789,6 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         if kernels is not None:
             return self._compiled_greedy_decode(kernels, weights, encoder_states, encoder_lengths, decoder_state,
                                                 lstm_state)
-        max_time = encoder_states.shape[1]
         frames = encoder_states.reshape(batch_size * max_time, -1)  # (B T', H)
         first_frame = torch.arange(batch_size, device=blank.device) * max_time  # each row's frame 0 in `frames`
         time = torch.zeros_like(blank)

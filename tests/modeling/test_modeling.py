@@ -201,6 +201,13 @@ def test_compiled_greedy_decoding_equals_the_torch_loop(monkeypatch, blank_bias,
         assert max(max((row.count(t) for t in set(row)), default=0) for row in compiled.frame_timestamps) == 3
 
 
+@pytest.mark.parametrize("lengths", [[41, 3], [-1, 3], [3]])
+def test_greedy_decoding_rejects_lengths_past_the_encoder_states(lengths):
+    model = make_head("ctc_tdt").eval()
+    with pytest.raises(ValueError, match=r"encoder_lengths must hold one length in \[0, 40\]"):
+        model.tdt_greedy_decode(torch.randn(2, 40, 24), torch.tensor(lengths))
+
+
 # ------------------------------------------------------------------------------------------------------ SpecAugment
 def test_spec_augment_masks_bands_and_spans_inside_real_frames_only():
     features, mask = padded_batch(lengths=(200, 120, 50))
