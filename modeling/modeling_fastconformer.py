@@ -651,12 +651,17 @@ class _GreedyStepWeights:
                 gates = torch.addmm(self.token_gates.index_select(0, tokens), hidden[0], weights)  # (R, 4H)
             else:
                 gates = torch.addmm(torch.addmm(self.biases[k], x, self.input_weights[k]), hidden[k], weights)
-            i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTM's gate order
-            c = torch.sigmoid(f) * cell[k] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(c)
+            i, f, _, o = gates.sigmoid().chunk(4, dim=1)  # nn.LSTM's gate order: one call for the three sigmoids
+            g = gates[:, 2 * i.shape[1] : 3 * i.shape[1]].tanh()
+            c = f * cell[k] + i * g
+            x = o * torch.tanh(c)
             new_hidden.append(x)
             new_cell.append(c)
-        return torch.addmm(self.projector[1], x, self.projector[0]), (torch.stack(new_hidden), torch.stack(new_cell))
+        if len(new_hidden) == 1:  # one layer: views, no copies
+            state = (new_hidden[0][None], new_cell[0][None])
+        else:
+            state = (torch.stack(new_hidden), torch.stack(new_cell))
+        return torch.addmm(self.projector[1], x, self.projector[0]), state
 
     def start(self, blank: torch.Tensor, num_layers: int):
         """(B,) blank ids -> the decoder states (B, H) and LSTM state after the blank, from a zero state."""
@@ -838,7 +843,7 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             while rows.search_step(weights.joint_from_input(rows.joint_input, out=logits)):
                 pass
             if rows.emit_step():
-                decoder_state, lstm_state = weights.advance(rows.token, rows.emit.bool(), decoder_state, lstm_state)
+                decoder_state, lstm_state = weights.advance(rows.token, rows.emitted, decoder_state, lstm_state)
             steps.append(rows.record.clone())
         return TranscriptionOutput(**_labels_per_utterance(steps, len(encoder_lengths)),
                                    joint_evaluations=rows.joint_evaluations)

@@ -305,6 +305,7 @@ class GreedyBookkeeping:
         self.slot_first, self.slot_count, self.slot_time = per_row[5:]  # the joint's input slots of each row
         self.active = (self.time < self.lengths).to(torch.uint8)
         self.searching, self.emit = torch.zeros(2, rows, dtype=torch.uint8)
+        self.emitted = self.emit.view(torch.bool)  # the same bytes, as a mask for torch.where
         self.record = torch.zeros(4, rows, dtype=torch.long)  # emitted?, token, frame, duration
         self.joint_input = torch.zeros(rows, self.hidden)  # (B slots, H)
 
