@@ -419,13 +419,16 @@ def run_zero_shot_evaluation(pipeline: Pipeline, corpus: Path, cache: Path) -> N
             s, corpus, h, cache, f, pipeline.preset.bootstrap_resamples, pipeline.preset.zero_shot_decoding))  # fmt: skip
 
 
-def text_lm_texts(corpus: Path, cache: Path, languages) -> list[str]:
+def text_lm_texts(corpus: Path, cache: Path, languages, drills: bool = False) -> list[str]:
     """What the text-only LM reads: every language's native-script sentences from the training-side splits (the
     held-out languages included: an LLM has read text in languages it has never heard), and the same sentences in
-    the LM cascade's prompt form ("Roman: ... <Language>: native"), so that the LM cascade is a fair one."""
+    the LM cascade's prompt form ("Roman: ... <Language>: native"), so that the LM cascade is a fair one. With
+    `drills`, also as many `deromanize.reading_drills` in that form: random words of those sentences, which only
+    reading can write (trained on templated sentences alone, a small LM writes the template's likeliest words)."""
     pairs = [pair for pair in deromanize.corpus_pairs(load_from_disk(str(corpus)), cache) if pair[0] in languages]
     sentences, _ = deromanize.unique_sentences(pairs)  # Latin-script languages are their own romanization
-    prompts = [f"{deromanize.deromanization_prompt(roman, language)} {native}" for language, roman, native in sentences]
+    examples = sentences + (deromanize.reading_drills(sentences) if drills else [])
+    prompts = [f"{deromanize.deromanization_prompt(roman, language)} {native}" for language, roman, native in examples]
     return [native for _, _, native in pairs] + prompts
 
 

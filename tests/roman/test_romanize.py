@@ -14,10 +14,12 @@ from avalign.training.roman.deromanize import (
     TransliteratorConfig,
     load_deromanizer,
     one_thread,
+    reading_drills,
     records,
     split_held_out,
     train_transliterator,
     unique_sentences,
+    word_pairs,
 )
 from avalign.training.corpus.lexicons import LEXICONS
 from avalign.training.corpus.scenes import sample_scene
@@ -199,6 +201,21 @@ def test_transliterator_input_handling(transliterator_run):
         load_deromanizer(str(transliterator_run[1]))
     with pytest.raises(FileNotFoundError, match="not a CharTransliterator folder"):
         load_deromanizer(f"char:{transliterator_run[1] / 'missing'}")
+
+
+def test_reading_drills_are_random_words_of_each_sentences_language():
+    sentences = [("hi", "do laal phuul", "दो लाल फूल"), ("hi", "ek kaalii kaar hai", "एक काली कार है"),
+                 ("ta", "oru maram", "ஒரு மரம்"), ("ta", "oru  maram ullatu", "ஒரு மரம்")]  # fmt: skip
+    pairs = word_pairs(sentences)  # the last sentence's words do not line up: none of its pairs
+    assert pairs[:3] == [("hi", "do", "दो"), ("hi", "laal", "लाल"), ("hi", "phuul", "फूल")]
+    assert len(pairs) == 9 and ("ta", "ullatu", "மரம்") not in pairs
+    drills = reading_drills(sentences * 10, seed=0)
+    assert [(language, len(roman.split())) for language, roman, _ in drills] == [
+        (language, len(roman.split())) for language, roman, _ in sentences * 10]
+    for language, roman, native in drills:
+        assert all((language, *words) in pairs for words in zip(roman.split(), native.split()))
+    assert len({roman for _, roman, _ in drills}) > len(sentences)  # new word orders, not the sentences again
+    assert reading_drills(sentences * 10, seed=0) == drills != reading_drills(sentences * 10, seed=1)
 
 
 # ----------------------------------------------------------------------------- causal LM

@@ -386,6 +386,33 @@ def unique_sentences(pairs: Iterable[Pair]) -> tuple[list[Pair], dict[str, int]]
     return kept, counts
 
 
+def word_pairs(sentences: Iterable[Pair]) -> list[Pair]:
+    """Each distinct (language, roman word, native word) of `sentences` whose Roman and native sides have as many
+    words (uroman keeps word boundaries), in first-occurrence order."""
+    pairs = {}
+    for language, roman, native in sentences:
+        roman_words, native_words = roman.split(), native.split()
+        if len(roman_words) == len(native_words):
+            pairs.update(dict.fromkeys((language, *words) for words in zip(roman_words, native_words)))
+    return list(pairs)
+
+
+def reading_drills(sentences: Sequence[Pair], seed: int = 0) -> list[Pair]:
+    """One drill per sentence of `sentences`: as many words, each drawn at random from the word pairs of the
+    sentence's language. A drill has no template to fall back on, so a model that writes its native side must read
+    its Roman side word by word."""
+    rng = random.Random(seed)
+    vocabulary = {}
+    for language, roman_word, native_word in word_pairs(sentences):
+        vocabulary.setdefault(language, []).append((roman_word, native_word))
+    drills = []
+    for language, roman, _ in sentences:
+        if language in vocabulary:
+            words = [rng.choice(vocabulary[language]) for _ in roman.split()]
+            drills.append((language, " ".join(r for r, _ in words), " ".join(n for _, n in words)))
+    return drills
+
+
 def split_held_out(sentences: list[Pair], held_out_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """(train, held_out): `held_out_fraction` of each language's sentences (at least one), drawn with `seed`."""
     rng = random.Random(seed)

@@ -4,6 +4,8 @@ de-romanizer that reads its input is near 0 there; one that writes its prior is 
 --steps 0.
 
     OMP_NUM_THREADS=1 .venv/bin/python docs/experiments/unified/text_lm_variant.py --steps 4000 --out runs/lm-exp/s4000
+
+The texts include `reading_drills` unless --no-drills (sentences only, the recipe before stop 30).
 """
 
 import argparse
@@ -30,6 +32,9 @@ def main():
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--intermediate", type=int, default=None, help="the MLP width (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drills", action=argparse.BooleanOptionalAction, default=True,
+                        help="the texts with reading drills (--no-drills: sentences only, the recipe before stop 30)")
     parser.add_argument("--sentences", type=int, default=40, help="dev sentences per language")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -39,8 +44,9 @@ def main():
         config = PRESETS["demo"].text_lm_config
         config = replace(config, **{k: v for k, v in {"hidden_size": args.hidden, "num_layers": args.layers,
                                            "intermediate_size": args.intermediate}.items() if v})
-        results["train"] = text_lm.train_text_lm(text_lm_texts(args.run / "corpus", cache, languages), args.out,
-                                                 steps=args.steps, config=config, learning_rate=args.learning_rate)
+        results["train"] = text_lm.train_text_lm(text_lm_texts(args.run / "corpus", cache, languages, args.drills),
+                                                 args.out, steps=args.steps, config=config, seed=args.seed,
+                                                 learning_rate=args.learning_rate)
     lm = args.out if args.steps else args.run / "text_lm"
     dev = load_from_disk(str(args.run / "corpus"))
     pairs = deromanize.corpus_pairs(dev, cache, splits=["dev"])
@@ -48,11 +54,13 @@ def main():
     for constrained in (False, True):
         deromanizer = deromanize.load_deromanizer(f"lm:{lm}", constrain_to_script=constrained)
         for language in ("hi", "bn", "ta"):
-            items = [(roman, native) for code, roman, native in pairs if code == language][: args.sentences]
-            hypotheses = deromanizer.deromanize([roman for roman, _ in items], [language] * len(items))
-            key = f"{language}{'_constrained' if constrained else ''}"
-            results[key] = round(100 * jiwer.cer([native for _, native in items], hypotheses), 1)
-            print(key, results[key], hypotheses[0], "|", items[0][1], flush=True)
+            everything = [(roman, native) for code, roman, native in pairs if code == language]
+            # the first --sentences (the figure of the earlier passes), and each distinct dev sentence once
+            for suffix, items in (("", everything[: args.sentences]), ("_distinct", list(dict.fromkeys(everything)))):
+                hypotheses = deromanizer.deromanize([roman for roman, _ in items], [language] * len(items))
+                key = f"{language}{'_constrained' if constrained else ''}{suffix}"
+                results[key] = round(100 * jiwer.cer([native for _, native in items], hypotheses), 1)
+                print(key, len(items), results[key], hypotheses[0], "|", items[0][1], flush=True)
     results["eval_seconds"] = round(time.time() - start, 1)
     print(json.dumps({k: v for k, v in results.items() if k != "train"} | {"train_seconds": results.get("train", {}).get("seconds")}))
     args.out.mkdir(parents=True, exist_ok=True)
