@@ -419,7 +419,7 @@ def run_zero_shot_evaluation(pipeline: Pipeline, corpus: Path, cache: Path) -> N
             s, corpus, h, cache, f, pipeline.preset.bootstrap_resamples, pipeline.preset.zero_shot_decoding))  # fmt: skip
 
 
-def text_lm_texts(corpus: Path, cache: Path, languages, drills: bool = False) -> list[str]:
+def text_lm_texts(corpus: Path, cache: Path, languages, drills: bool = True) -> list[str]:
     """What the text-only LM reads: every language's native-script sentences from the training-side splits (the
     held-out languages included: an LLM has read text in languages it has never heard), and the same sentences in
     the LM cascade's prompt form ("Roman: ... <Language>: native"), so that the LM cascade is a fair one. With
