@@ -1,6 +1,6 @@
 """Issue 21 follow-up: does the demo's stage 3 gain from the faster encoder modules (channels-last subsampling, the
 strided relative shift) when every batch has another shape? The benchmarks time one fixed shape; the demo's batches
-vary in length. Runs the demo's stage-3 training step (hybrid loss, fp32 or bf16 as `auto` picks) over the same
+vary in length. Runs the demo's stage-3 training step (hybrid loss, fp32) over the same
 sequence of batch shapes with avalign's modules and with Parakeet's stock ones swapped back in, interleaved.
 
     OMP_NUM_THREADS=2 .venv/bin/python docs/experiments/stage3_shapes.py [--steps 12]
@@ -73,9 +73,8 @@ def main():
     print(machine(), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), "threads", flush=True)
     data = batches(args.steps)
     steps = {"avalign": training_step(False), "stock": training_step(True)}
-    print({name: type(model.model.encoder.subsampling).__name__ if hasattr(model, "model") else
-           type(next(m for m in model.modules() if hasattr(m, "subsampling")).subsampling).__name__
-           for name, (model, _) in steps.items()})
+    print({name: type(next(m for m in model.modules() if isinstance(m, ParakeetEncoderSubsamplingConv2D))).__name__
+           for name, (model, _) in steps.items()})  # which subsampling each model runs
     totals = {name: [] for name in steps}
     for index, batch in enumerate(data):
         for name, (_, step) in steps.items():
