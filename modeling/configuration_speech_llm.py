@@ -32,6 +32,11 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
         pieces through the same table. Speech and text then share one slot form, and what the LLM learns from a
         language's Roman text alone reaches its speech. The projector's output starts at zero: an untrained slot
         reads as the romanizer's own CTC transcript.
+    roman_token_slot (`bool`, defaults to False): with `"ctc"` compression and `projector_stride` 1, the speech slot is
+        the romanizer's CTC transcript in the LLM's own tokens, each token plus the mean projected frames of the CTC
+        pieces that spell it; the text task's Roman text enters as the LLM reads it. For a romanizer whose pieces are
+        characters, which an LLM seldom reads one by one. The projector's output starts at zero: an untrained model
+        is the LLM prompted with the romanizer's transcript (the LM cascade), and training adds what the frames hold.
     projector_hidden_size (`int`, defaults to 512): the MLP's hidden width.
     projector_activation (`str`, defaults to `"gelu"`): between the MLP's two layers (`"identity"`: Zero-AVSR's).
     lora_rank, lora_alpha, lora_dropout, lora_target_modules: the LoRA adapter (peft) on the LLM.
@@ -56,6 +61,7 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
     romanizer_vocab_size: int = 0
     romanizer_blank_token_id: int = 0
     roman_piece_slot: bool = False
+    roman_token_slot: bool = False
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -82,9 +88,12 @@ class SpeechLLMConfig(_FastConformerHeadConfig):
         if self.speech_compression == "ctc" and not 0 <= self.romanizer_blank_token_id < self.romanizer_vocab_size:
             raise ValueError("speech_compression 'ctc' needs the romanizer's CTC head: romanizer_vocab_size "
                              f"{self.romanizer_vocab_size}, romanizer_blank_token_id {self.romanizer_blank_token_id}")
-        if self.roman_piece_slot and (self.speech_compression != "ctc" or self.projector_stride != 1):
-            raise ValueError("roman_piece_slot needs speech_compression 'ctc' and projector_stride 1 (one position "
-                             f"per CTC piece), got {self.speech_compression!r} and {self.projector_stride}")
+        for slot in ("roman_piece_slot", "roman_token_slot"):
+            if getattr(self, slot) and (self.speech_compression != "ctc" or self.projector_stride != 1):
+                raise ValueError(f"{slot} needs speech_compression 'ctc' and projector_stride 1 (one position per "
+                                 f"CTC piece), got {self.speech_compression!r} and {self.projector_stride}")  # fmt: skip
+        if self.roman_piece_slot and self.roman_token_slot:
+            raise ValueError("roman_piece_slot and roman_token_slot are two forms of the slot: choose one")
         if min(self.projector_stride, self.projector_hidden_size, self.max_new_tokens) < 1 or self.lora_rank < 0:
             raise ValueError("projector_stride, projector_hidden_size and max_new_tokens must be >= 1, lora_rank >= 0")
 

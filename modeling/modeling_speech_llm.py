@@ -39,7 +39,7 @@ from .script_constraint import ScriptConstraint
 
 SPEECH_SLOT = "<|speech|>"  # where the speech embeddings (or a Roman text's tokens) go in the prompt
 WEIGHTS_FILE, ADAPTER_FOLDER, LLM_FOLDER = "model.safetensors", "adapter", "llm"
-PIECES_FOLDER = "romanizer_tokenizer"  # the Roman pieces of `roman_piece_slot`
+PIECES_FOLDER = "romanizer_tokenizer"  # the Roman pieces of `roman_piece_slot` and `roman_token_slot`
 # what model.safetensors holds (never the LLM's weights)
 TRAINED_PREFIXES = ("encoder.", "ctc_head.", "projector.", "piece_embeddings.")
 IGNORE_INDEX = -100
@@ -94,6 +94,11 @@ def ctc_compress(frames: torch.Tensor, lengths: torch.Tensor, labels: torch.Tens
     run_labels = torch.full((frames.shape[0], width + 1), blank, dtype=labels.dtype, device=labels.device)
     run_labels.scatter_(1, runs.masked_fill(~starts, width), labels)  # each run's first frame writes its label
     return means.to(frames.dtype), compressed_lengths, run_labels[:, :width]
+
+
+def reads_pieces(config: SpeechLLMConfig) -> bool:
+    """Whether the model needs the romanizer's tokenizer (the texts of its Roman pieces)."""
+    return config.roman_piece_slot or config.roman_token_slot
 
 
 def load_llm(name_or_path: str | Path, load_in_4bit: bool = False):
@@ -153,7 +158,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         self.post_init()
         self.llm, self.tokenizer, self.feature_extractor = llm, tokenizer, feature_extractor  # after post_init:
         # the LLM keeps its own weights
-        self.romanizer_tokenizer = romanizer_tokenizer  # roman_piece_slot: writes the text task's Roman text as pieces
+        self.romanizer_tokenizer = romanizer_tokenizer  # the Roman pieces' texts (roman_piece_slot, roman_token_slot)
 
     # -------------------------------------------------------------------------------------------- building, loading
     @classmethod
@@ -172,7 +177,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                                  romanizer_vocab_size=romanizer_config.vocab_size,
                                  romanizer_blank_token_id=romanizer_config.blank_token_id, languages=languages,
                                  **options)  # fmt: skip
-        romanizer_tokenizer = AutoTokenizer.from_pretrained(romanizer) if config.roman_piece_slot else None
+        romanizer_tokenizer = AutoTokenizer.from_pretrained(romanizer) if reads_pieces(config) else None
         model = cls(config, with_lora(llm, config), tokenizer, AutoFeatureExtractor.from_pretrained(romanizer),
                     romanizer_tokenizer)  # fmt: skip
         model.encoder.load_state_dict(encoder.state_dict())
@@ -180,6 +185,9 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             model.ctc_head.load_state_dict(FastConformerForCTCTDT.from_pretrained(romanizer).ctc_head.state_dict())
         if model.piece_embeddings is not None:
             model.init_piece_slot()
+        if config.roman_token_slot:  # untrained: the LLM reads the romanizer's transcript
+            nn.init.zeros_(model.projector.mlp[-1].weight)
+            nn.init.zeros_(model.projector.mlp[-1].bias)
         return model
 
     @torch.no_grad()
@@ -223,7 +231,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             llm = PeftModel.from_pretrained(llm, folder / ADAPTER_FOLDER)
         else:
             llm.requires_grad_(False)
-        romanizer_tokenizer = AutoTokenizer.from_pretrained(folder / PIECES_FOLDER) if config.roman_piece_slot else None
+        romanizer_tokenizer = AutoTokenizer.from_pretrained(folder / PIECES_FOLDER) if reads_pieces(config) else None
         model = cls(config, llm, AutoTokenizer.from_pretrained(folder), AutoFeatureExtractor.from_pretrained(folder),
                     romanizer_tokenizer)  # fmt: skip
         missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=False)
@@ -309,7 +317,34 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         if self.piece_embeddings is not None:  # each position: its CTC piece, plus what the frames add to it
             embeddings = embeddings + self.piece_embeddings(pieces).to(embeddings.dtype)
         lengths = self.projector.output_lengths(encoder_lengths).tolist()
+        if self.config.roman_token_slot:
+            return [self.token_slot(row_pieces[:length], row[:length])
+                    for row_pieces, row, length in zip(pieces, embeddings, lengths)]  # fmt: skip
         return [row[:length] for row, length in zip(embeddings, lengths)]
+
+    def token_slot(self, pieces: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(N',) CTC pieces and (N', H) their projected frames -> (n, H): the pieces' text in the LLM's tokens, each
+        token's embedding plus the mean of the frames of the pieces that start in it (`roman_token_slot`). Special
+        and byte pieces carry no text; their frames join the token that follows."""
+        special = set(self.romanizer_tokenizer.all_special_tokens)
+        text, starts = "", []  # starts: where each piece's first character is (or would be) in `text`
+        for piece in self.romanizer_tokenizer.convert_ids_to_tokens(pieces.tolist()):
+            piece = "" if piece in special or piece.startswith("<0x") else piece.replace("\u2581", " ")
+            if not text or text.endswith(" "):
+                piece = piece.lstrip(" ")  # one space between words, none in front
+            starts.append(len(text) + len(piece) - len(piece.lstrip(" ")))
+            text += piece
+        prefix = "" if self.tokenizer.chat_template else " "  # as `text_ids` writes a Roman text
+        encoded = self.tokenizer(prefix + text.rstrip(" "), add_special_tokens=False, return_offsets_mapping=True)
+        ids, spans = encoded["input_ids"], encoded["offset_mapping"]
+        if not ids:  # nothing but blank: the frames' mean on an EOS, as `text_embeddings` writes an empty text
+            ids, spans = [self.tokenizer.eos_token_id], [(0, len(prefix) + len(text) + 1)]
+        begins, ends = torch.tensor(spans, device=frames.device).T[..., None]  # (n, 1) each
+        anchors = torch.tensor(starts, device=frames.device) + len(prefix)  # (N',)
+        weights = ((begins <= anchors) & (anchors < ends)).to(frames.dtype)  # (n, N'): the token each piece starts in
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        embedded = self.llm.get_input_embeddings()(torch.tensor(ids, device=frames.device)).to(frames.dtype)
+        return embedded + weights @ frames  # (n, H)
 
     def text_embeddings(self, texts: list[str]) -> list[torch.Tensor]:
         """Roman-script texts -> B tensors (n_b, H) of their token embeddings (the text task's speech slot); with

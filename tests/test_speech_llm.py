@@ -141,6 +141,20 @@ def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, 
     torch.testing.assert_close(once, live, rtol=1e-4, atol=1e-4)
 
 
+def test_the_text_task_adds_reading_drills_of_each_languages_words_when_asked(smoke_corpus, tmp_path):
+    options = dict(corpus=str(smoke_corpus), romanizer="unused", llm="unused",
+                   romanization_cache=str(tmp_path / "roman.json"))  # fmt: skip
+    sentences = train_speech_llm.text_pool(train_speech_llm.SpeechLLMArguments(**options), ["hi", "en"])
+    pool = train_speech_llm.text_pool(train_speech_llm.SpeechLLMArguments(**options, text_task_drills=True), ["hi", "en"])
+    drills = pool[len(sentences):]
+    assert pool[: len(sentences)] == sentences and len(drills) == len(sentences) > 0
+    words = {(language, roman_word, native_word) for language, roman, native in sentences
+             for roman_word, native_word in zip(roman.split(), native.split())}  # fmt: skip
+    assert all((language, r, n) in words for language, roman, native in drills
+               for r, n in zip(roman.split(), native.split(), strict=True))  # fmt: skip
+    assert set(drills) - set(sentences)  # not the sentences again
+
+
 def test_ctc_compression_drops_blanks_and_averages_each_run_of_one_label():
     frames = torch.arange(14.0).reshape(2, 7, 1)  # (B 2, T' 7, D 1); blank 0
     labels = torch.tensor([[1, 1, 0, 1, 2, 2, 3], [0, 0, 0, 0, 3, 3, 3]])
@@ -194,6 +208,48 @@ def test_a_roman_piece_slot_starts_as_the_romanizers_ctc_transcript_and_round_tr
     assert model.romanizer_tokenizer is not None and model.generate(audio=audio[:1], languages=["en"])[0] is not None
     with pytest.raises(Exception, match="roman_piece_slot needs"):  # the config refuses it (a strict dataclass)
         SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES, roman_piece_slot=True)
+
+
+def test_a_roman_token_slot_starts_as_the_ctc_transcript_in_the_llms_tokens_and_round_trips(
+        smoke_corpus, romanizer_dir, text_lm_dir, tmp_path):  # fmt: skip
+    options = dict(speech_compression="ctc", projector_stride=1, roman_token_slot=True)
+    fresh = SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES, **options).eval()
+    romanizer = FastConformerForCTCTDT.from_pretrained(romanizer_dir).eval()
+    pieces_tokenizer, table = fresh.romanizer_tokenizer, fresh.llm.get_input_embeddings()
+    audio = [np.random.default_rng(seed).normal(0, 0.1, 8000 * (seed + 1)).astype(np.float32) for seed in range(3)]
+    features, mask = fresh.features(audio)
+    with torch.no_grad():
+        slots = fresh.speech_embeddings(features, mask)
+        decoded = romanizer.transcribe(features, mask, decoding="ctc").sequences
+        for slot, pieces in zip(slots, decoded):  # untrained: the CTC transcript as the LLM reads a Roman text
+            texts = [piece for piece in pieces_tokenizer.convert_ids_to_tokens(pieces) if not piece.startswith("<")]
+            ids = fresh.text_ids(" ".join("".join(texts).replace("\u2581", " ").split()))
+            torch.testing.assert_close(slot, table(torch.tensor(ids or [fresh.tokenizer.eos_token_id])))
+        roman = "yahan ek laal gaadi hai"  # the text task: the LLM's own tokens
+        torch.testing.assert_close(fresh.text_embeddings([roman])[0], table(torch.tensor(fresh.text_ids(roman))))
+        pieces = torch.tensor(pieces_tokenizer(roman, add_special_tokens=False)["input_ids"])
+        frames = torch.eye(len(pieces), fresh.config.llm_hidden_size)  # (N', H): piece i adds the unit vector e_i
+        added = fresh.token_slot(pieces, frames) - table(torch.tensor(fresh.text_ids(roman)))  # (n, H)
+        groups = [torch.nonzero(row[: len(pieces)]).squeeze(1).tolist() for row in added]
+        token_texts = [fresh.tokenizer.decode([token]) for token in fresh.text_ids(roman)]
+        piece_texts = [piece.replace("\u2581", " ") for piece in pieces_tokenizer.convert_ids_to_tokens(pieces.tolist())]
+        assert "".join(token_texts) == "".join(piece_texts) == f" {roman}"  # both spell the text, a space in front
+        firsts = [len("".join(piece_texts[:i])) + len(text) - len(text.lstrip()) for i, text in enumerate(piece_texts)]
+        bounds = np.cumsum([0] + [len(text) for text in token_texts])
+        assert groups == [[i for i, first in enumerate(firsts) if begin <= first < end]
+                          for begin, end in zip(bounds[:-1], bounds[1:])]  # the token holding its first character
+        for row, group in zip(added, groups):  # a token adds the mean of the frames of the pieces that start in it
+            torch.testing.assert_close(row[group], torch.full((len(group),), 1 / max(1, len(group))))
+        assert len(groups) == len(fresh.text_ids(roman)) and sum(map(bool, groups)) >= len(roman.split())
+    train_speech_llm.main(arguments(smoke_corpus, romanizer_dir, text_lm_dir, tmp_path, "--held_out_languages", "hi",
+                                    "--speech_compression", "ctc", "--projector_stride", "1", "--roman_token_slot",
+                                    "true", "--max_steps", "2", "--eval_steps", "0"))  # fmt: skip
+    model = SpeechLLMForConditionalGeneration.from_pretrained(tmp_path)
+    assert model.config.roman_token_slot and model.romanizer_tokenizer is not None
+    assert model.generate(audio=audio[:1], languages=["en"])[0] is not None
+    with pytest.raises(Exception, match="two forms of the slot"):
+        SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES, roman_piece_slot=True,
+                                                         **options)  # fmt: skip
 
 
 def test_include_llm_copies_the_base_llm_into_the_folder(unified_run, tmp_path):

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining
 
+from avalign.modeling import train_tokenizer
 from avalign.training import train_align, train_asr, train_pretrain
 from avalign.training.data.batching import SpeechCollator
 from avalign.training.data.splits import feature_extractor, load_splits
@@ -185,10 +186,13 @@ def test_two_processes_with_accelerate_launch(smoke_corpus, tiny_encoder_dir, tm
 def test_roman_targets_train_on_romanized_transcripts(smoke_corpus, tiny_encoder_dir, tmp_path):
     cache = tmp_path / "romanization.json"
     run(asr_command(smoke_corpus, tiny_encoder_dir, tmp_path / "model", "--max_steps", "2", "--save_steps", "0",
-                    "--targets", "roman", "--romanization_cache", str(cache), "--languages", "hi"))  # fmt: skip
+                    "--targets", "roman", "--romanization_cache", str(cache), "--languages", "hi",
+                    "--roman_vocab_size", "280"))  # fmt: skip
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["targets"] == "roman"
     vocabulary = json.loads((tmp_path / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    romanized = [roman for texts in json.loads(cache.read_text()).values() for roman in texts.values()]
+    assert len(vocabulary) <= 280 < len(train_tokenizer(romanized, vocab_size=400, shrink_to_fit=True))  # not 400
     learned = [token for token in vocabulary if not token.startswith("<")]
     assert learned and all(ch.isascii() for token in learned for ch in token.replace("▁", "")), learned[:20]
     assert json.loads(cache.read_text()), "the romanized transcripts are cached for the next run"

@@ -44,6 +44,9 @@ class ASRArguments:
     romanization_cache: str | None = field(default=None, metadata={"help": "JSON cache of romanized transcripts"})
     tokenizer: str | None = field(default=None, metadata={"help": "an existing tokenizer; else one is trained"})
     vocab_size: int = field(default=1024, metadata={"help": "upper bound; a small corpus gives fewer ids"})
+    roman_vocab_size: int | None = field(default=None, metadata={
+        "help": "vocab_size with --targets roman (default: vocab_size): one Latin alphabet needs fewer ids than "
+                "several native scripts for the same mix of characters and merges"})  # fmt: skip
     decoder_hidden_size: int = 320
     num_decoder_layers: int = 1
     durations: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -69,7 +72,9 @@ def build_tokenizer(args: ASRArguments, transcripts: list[str]):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(args.tokenizer)
-    tokenizer = train_tokenizer(transcripts, vocab_size=args.vocab_size, shrink_to_fit=True)
+    roman = args.targets == "roman" and args.roman_vocab_size is not None
+    tokenizer = train_tokenizer(transcripts, vocab_size=args.roman_vocab_size if roman else args.vocab_size,
+                                shrink_to_fit=True)  # fmt: skip
     logger.info("tokenizer: %d ids trained on %d transcripts", len(tokenizer), len(transcripts))
     return tokenizer
 

@@ -25,14 +25,14 @@ from avalign.training.data.batching import SpeechCollator
 from avalign.training.data.splits import clean, load_splits
 from avalign.training.evaluate_asr import speech_batches, transcribe_batches
 from avalign.training.logs import setup_logging
-from avalign.training.roman.deromanize import SCRIPTS, corpus_pairs, unique_sentences
+from avalign.training.roman.deromanize import SCRIPTS, corpus_pairs, reading_drills, unique_sentences
 from avalign.training.schema import LANGUAGE_NAMES
 from avalign.training.text_lm import character_coverage
 from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments
 
 logger = logging.getLogger("avalign")
 MODEL_OPTIONS = ("projector_type", "projector_stride", "projector_hidden_size", "projector_activation",
-                 "speech_compression", "roman_piece_slot", "lora_rank",
+                 "speech_compression", "roman_piece_slot", "roman_token_slot", "lora_rank",
                  "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "max_new_tokens",
                  "constrain_to_script")  # fmt: skip
 
@@ -49,6 +49,9 @@ class SpeechLLMArguments:
     eval_split: str = "dev"
     romanization_cache: str | None = None
     text_task_probability: float = field(default=0.3, metadata={"help": "Zero-AVSR's back_trans_prob"})
+    text_task_drills: bool = field(default=False, metadata={
+        "help": "the text task also draws reading drills (deromanize.reading_drills: random words of each sentence's "
+                "language), which no template predicts"})  # fmt: skip
     # the model's options (SpeechLLMConfig documents them), with its defaults
     projector_type: str = SpeechLLMConfig.projector_type
     projector_stride: int = SpeechLLMConfig.projector_stride
@@ -56,6 +59,7 @@ class SpeechLLMArguments:
     projector_activation: str = SpeechLLMConfig.projector_activation
     speech_compression: str = SpeechLLMConfig.speech_compression
     roman_piece_slot: bool = SpeechLLMConfig.roman_piece_slot
+    roman_token_slot: bool = SpeechLLMConfig.roman_token_slot
     lora_rank: int = SpeechLLMConfig.lora_rank
     lora_alpha: int = SpeechLLMConfig.lora_alpha
     lora_dropout: float = SpeechLLMConfig.lora_dropout
@@ -195,11 +199,13 @@ def check_tokenizer(tokenizer, texts, max_byte_fraction: float, name: str) -> di
 
 
 def text_pool(args: SpeechLLMArguments, languages) -> list[tuple[str, str, str]]:
-    """(language, Roman, native) sentences of every language from the training-side splits (text only)."""
+    """(language, Roman, native) sentences of every language from the training-side splits (text only), and as many
+    reading drills with `text_task_drills`."""
     pairs = corpus_pairs(load_from_disk(args.corpus), args.romanization_cache)
     sentences, counts = unique_sentences(pair for pair in pairs if pair[0] in languages)
-    logger.info("text task: %d sentences (%s)", len(sentences), counts)
-    return sentences
+    drills = reading_drills(sentences) if args.text_task_drills else []
+    logger.info("text task: %d sentences (%s), %d reading drills", len(sentences), counts, len(drills))
+    return sentences + drills
 
 
 def build_data(args: SpeechLLMArguments):
