@@ -185,16 +185,16 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             model.ctc_head.load_state_dict(FastConformerForCTCTDT.from_pretrained(romanizer).ctc_head.state_dict())
         if model.piece_embeddings is not None:
             model.init_piece_slot()
-        if config.roman_token_slot:  # untrained: the LLM reads the romanizer's transcript
+        if reads_pieces(config):  # the projector's output at zero: an untrained slot is the romanizer's transcript
             nn.init.zeros_(model.projector.mlp[-1].weight)
             nn.init.zeros_(model.projector.mlp[-1].bias)
         return model
 
     @torch.no_grad()
     def init_piece_slot(self) -> None:
-        """Each Roman piece's embedding starts as the mean LLM embedding of its text (special and byte pieces: zero),
-        the projector's output at zero: an untrained slot reads as the romanizer's CTC transcript, in words the LLM
-        knows."""
+        """Each Roman piece's embedding starts as the mean LLM embedding of its text (special and byte pieces: zero):
+        with the projector's output at zero, an untrained slot reads as the romanizer's CTC transcript, in words the
+        LLM knows."""
         table, weight = self.llm.get_input_embeddings().weight, self.piece_embeddings.weight
         weight.zero_()
         special = set(self.romanizer_tokenizer.all_special_ids)
@@ -204,8 +204,6 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                 ids = self.token_ids(piece.replace("\u2581", " "))  # SentencePiece's word start is a space
                 if ids:
                     weight[piece_id] = table[ids].float().mean(dim=0).to(weight.dtype)
-        self.projector.mlp[-1].weight.zero_()
-        self.projector.mlp[-1].bias.zero_()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, llm_name_or_path=None, load_in_4bit=None,
@@ -291,10 +289,14 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    @property
+    def text_prefix(self) -> str:
+        """What goes in front of a Roman text in the slot, or a target: after "Roman:" / "<Language>:" in the plain
+        prompt a word starts with its space, as the LM read it."""
+        return "" if self.tokenizer.chat_template else " "
+
     def text_ids(self, text: str) -> list[int]:
-        """A Roman text in the slot, or a target: after "Roman:" / "<Language>:" in the plain prompt a word starts
-        with its space, as the LM read it."""
-        return self.token_ids(text if self.tokenizer.chat_template else f" {text}")
+        return self.token_ids(self.text_prefix + text)
 
     # -------------------------------------------------------------------------------------------- inputs
     def speech_embeddings(self, input_features=None, attention_mask=None, encoder_states=None,
@@ -334,7 +336,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
                 piece = piece.lstrip(" ")  # one space between words, none in front
             starts.append(len(text) + len(piece) - len(piece.lstrip(" ")))
             text += piece
-        prefix = "" if self.tokenizer.chat_template else " "  # as `text_ids` writes a Roman text
+        prefix = self.text_prefix
         encoded = self.tokenizer(prefix + text.rstrip(" "), add_special_tokens=False, return_offsets_mapping=True)
         ids, spans = encoded["input_ids"], encoded["offset_mapping"]
         if not ids:  # nothing but blank: the frames' mean on an EOS, as `text_embeddings` writes an empty text
