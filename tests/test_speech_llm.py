@@ -3,6 +3,7 @@ text-only LM: building, saving without the LLM, loading by AutoModel, bounded ge
 speech never read, exact resume after SIGKILL, and the clear errors before training."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,29 @@ def test_the_text_task_adds_reading_drills_of_each_languages_words_when_asked(sm
     assert all((language, r, n) in words for language, roman, native in drills
                for r, n in zip(roman.split(), native.split(), strict=True))  # fmt: skip
     assert set(drills) - set(sentences)  # not the sentences again
+
+
+def test_the_text_task_misspells_its_roman_texts_when_asked_and_draws_alike_on_resume():
+    pool = [("hi", "tasviir mem ek laal naav hai", "तस्वीर में एक लाल नाव है"), ("en", "two red boats", "two red boats")]
+    rows = [{"utterance_id": f"u{index}"} for index in range(4)]
+
+    def text_batches(noise: float, epoch: int = 0) -> list[dict]:
+        collator = train_speech_llm.SpeechLLMCollator(None, pool, 1.0, seed=3, text_noise=noise)
+        collator.speech.set_epoch(epoch)
+        return [collator([row]) for row in rows]
+
+    clean, noisy = text_batches(0.0), text_batches(0.5)
+    assert [b["targets"] for b in noisy] == [b["targets"] for b in clean]  # the native side is never touched
+    assert {r for _, r, _ in pool} >= {b["roman_texts"][0] for b in clean}
+    assert any(b["roman_texts"] != c["roman_texts"] for b, c in zip(noisy, clean))
+    assert text_batches(0.5) == noisy and text_batches(0.5, epoch=1) != noisy  # seeded by epoch and utterance
+    alphabet = list("abc")
+    for rate, draw in ((0.0, random.Random(0)), (1.0, random.Random(1))):
+        written = train_speech_llm.misspell("aa bb cc", rate, alphabet, draw)
+        assert written == "aa bb cc" if rate == 0 else written != "aa bb cc"
+        assert set(written) <= set("abc ") and "  " not in written and written == written.strip()
+    with pytest.raises(ValueError, match="text_task_noise"):
+        train_speech_llm.SpeechLLMArguments(corpus="c", romanizer="r", llm="l", text_task_noise=1.5)
 
 
 def test_ctc_compression_drops_blanks_and_averages_each_run_of_one_label():

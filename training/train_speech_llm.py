@@ -52,6 +52,9 @@ class SpeechLLMArguments:
     text_task_drills: bool = field(default=False, metadata={
         "help": "the text task also draws reading drills (deromanize.reading_drills: random words of each sentence's "
                 "language), which no template predicts"})  # fmt: skip
+    text_task_noise: float = field(default=0.0, metadata={
+        "help": "the text task misspells its Roman texts as a romanizer would: each character substituted, dropped "
+                "or followed by an extra one, with a probability drawn per sentence from [0, text_task_noise]"})  # fmt: skip
     # the model's options (SpeechLLMConfig documents them), with its defaults
     projector_type: str = SpeechLLMConfig.projector_type
     projector_stride: int = SpeechLLMConfig.projector_stride
@@ -79,6 +82,8 @@ class SpeechLLMArguments:
     def __post_init__(self):
         if not 0.0 <= self.text_task_probability <= 1.0:
             raise ValueError(f"--text_task_probability must be in [0, 1], got {self.text_task_probability}")
+        if not 0.0 <= self.text_task_noise <= 1.0:
+            raise ValueError(f"--text_task_noise must be in [0, 1], got {self.text_task_noise}")
         if self.lora_rank == 0 and self.text_task_probability > 0 and not self.roman_piece_slot:
             raise ValueError("--lora_rank 0 trains the projector alone, which the text task (Roman -> native) never "
                              "reaches: set --text_task_probability 0 with it")  # fmt: skip
@@ -90,16 +95,18 @@ class SpeechLLMArguments:
 class SpeechLLMCollator:
     """Rows of the common schema -> a speech batch (`SpeechCollator`'s, with `languages` and native `targets`), or,
     with probability `text_task_probability`, a text batch of as many (language, Roman, native) sentences drawn
-    from `text_pool`. The draw depends on the seed, the epoch and the batch's first utterance only, so a resumed run
-    draws alike. Given `encoder_outputs` ({utterance_id: (T', D)}, `encoder_outputs()`), a speech batch holds the
-    frozen encoder's outputs, padded, in place of features."""
+    from `text_pool`, their Roman side misspelt at a rate up to `text_noise` (`misspell`). The draws depend on the
+    seed, the epoch and the batch's first utterance only, so a resumed run draws alike. Given `encoder_outputs`
+    ({utterance_id: (T', D)}, `encoder_outputs()`), a speech batch holds the frozen encoder's outputs, padded, in
+    place of features."""
 
     def __init__(self, feature_extractor, text_pool: list[tuple[str, str, str]], text_task_probability: float,
-                 seed: int = 0, encoder_outputs: dict | None = None):  # fmt: skip
+                 seed: int = 0, encoder_outputs: dict | None = None, text_noise: float = 0.0):  # fmt: skip
         self.speech = SpeechCollator(feature_extractor)
         self.skip_report = self.speech.skip_report
         self.text_pool, self.text_task_probability, self.seed = text_pool, text_task_probability, seed
-        self.encoder_outputs = encoder_outputs
+        self.encoder_outputs, self.text_noise = encoder_outputs, text_noise
+        self.alphabet = sorted({character for _, roman, _ in text_pool for character in roman} - {" "})
 
     def set_epoch(self, epoch: int) -> None:
         self.speech.set_epoch(epoch)
@@ -109,6 +116,8 @@ class SpeechLLMCollator:
         if self.text_pool and draw.random() < self.text_task_probability:
             picks = [self.text_pool[draw.randrange(len(self.text_pool))] for _ in rows]
             languages, romans, natives = map(list, zip(*picks))
+            if self.text_noise:
+                romans = [misspell(roman, draw.uniform(0.0, self.text_noise), self.alphabet, draw) for roman in romans]
             return {"task": "text", "roman_texts": romans, "languages": languages, "targets": natives}
         if self.encoder_outputs is not None:
             return self.encoded_speech(rows)
@@ -130,6 +139,23 @@ class SpeechLLMCollator:
                 "encoder_lengths": torch.tensor([len(frames) for frames in states]),  # (B, T', D), (B,)
                 "languages": [row["language"] for row in kept], "targets": [row["transcript"] for row in kept],
                 "audio_seconds": sum(row["duration"] for row in kept)}  # fmt: skip
+
+
+def misspell(text: str, rate: float, alphabet: list[str], draw: random.Random) -> str:
+    """`text` with each character, with probability `rate`, replaced by one of `alphabet` or a space, dropped, or
+    followed by one more: the kinds of error a romanizer makes on speech it does not know (merged and split words
+    included), for the text task to read through."""
+    written = []
+    for character in text:
+        if draw.random() >= rate:
+            written.append(character)
+            continue
+        edit = draw.randrange(3)
+        if edit == 0:
+            written.append(draw.choice(alphabet + [" "]))
+        elif edit == 2:
+            written.append(character + draw.choice(alphabet))
+    return " ".join("".join(written).split())
 
 
 @torch.no_grad()
@@ -244,7 +270,8 @@ def main(argv=None):
         cached = encoder_outputs(model, train, training.max_seconds_per_batch)
         logger.info("encoder outputs of %d utterances, %.1f MB, in %.1f s", len(cached),
                     sum(states.numel() for states in cached.values()) * 4 / 2**20, time.perf_counter() - started)
-    collator = SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability, training.seed, cached)
+    collator = SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability, training.seed, cached,
+                                 args.text_task_noise)  # fmt: skip
     trainer = StageTrainer(
         training, model, train, collator, unified_loss,
         evaluate=dev_metrics(dev, training.max_seconds_per_batch), stage_name="speech_llm",
