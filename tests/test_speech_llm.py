@@ -160,8 +160,8 @@ def test_the_text_task_misspells_its_roman_texts_when_asked_and_draws_alike_on_r
     pool = [("hi", "tasviir mem ek laal naav hai", "तस्वीर में एक लाल नाव है"), ("en", "two red boats", "two red boats")]
     rows = [{"utterance_id": f"u{index}"} for index in range(4)]
 
-    def text_batches(noise: float, epoch: int = 0) -> list[dict]:
-        collator = train_speech_llm.SpeechLLMCollator(None, pool, 1.0, seed=3, text_noise=noise)
+    def text_batches(noise: float, epoch: int = 0, noisy_languages=None) -> list[dict]:
+        collator = train_speech_llm.SpeechLLMCollator(None, pool, 1.0, 3, None, noise, noisy_languages)
         collator.speech.set_epoch(epoch)
         return [collator([row]) for row in rows]
 
@@ -170,6 +170,10 @@ def test_the_text_task_misspells_its_roman_texts_when_asked_and_draws_alike_on_r
     assert {r for _, r, _ in pool} >= {b["roman_texts"][0] for b in clean}
     assert any(b["roman_texts"] != c["roman_texts"] for b, c in zip(noisy, clean))
     assert text_batches(0.5) == noisy and text_batches(0.5, epoch=1) != noisy  # seeded by epoch and utterance
+    batches = text_batches(1.0, 0, {"en"}) + text_batches(1.0, 1, {"en"})
+    only_en = [(batch["languages"][0], batch["roman_texts"][0]) for batch in batches]
+    assert {roman for language, roman in only_en if language == "hi"} == {pool[0][1]}  # the other language: clean
+    assert {roman for language, roman in only_en if language == "en"} - {pool[1][1]}
     alphabet = list("abc")
     for rate, draw in ((0.0, random.Random(0)), (1.0, random.Random(1))):
         written = train_speech_llm.misspell("aa bb cc", rate, alphabet, draw)

@@ -55,6 +55,8 @@ class SpeechLLMArguments:
     text_task_noise: float = field(default=0.0, metadata={
         "help": "the text task misspells its Roman texts as a romanizer would: each character substituted, dropped "
                 "or followed by an extra one, with a probability drawn per sentence from [0, text_task_noise]"})  # fmt: skip
+    text_task_noise_held_out_only: bool = field(default=False, metadata={
+        "help": "misspell only the held-out languages' texts: the romanizer reads the seen ones well, not those"})
     # the model's options (SpeechLLMConfig documents them), with its defaults
     projector_type: str = SpeechLLMConfig.projector_type
     projector_stride: int = SpeechLLMConfig.projector_stride
@@ -95,17 +97,18 @@ class SpeechLLMArguments:
 class SpeechLLMCollator:
     """Rows of the common schema -> a speech batch (`SpeechCollator`'s, with `languages` and native `targets`), or,
     with probability `text_task_probability`, a text batch of as many (language, Roman, native) sentences drawn
-    from `text_pool`, their Roman side misspelt at a rate up to `text_noise` (`misspell`). The draws depend on the
-    seed, the epoch and the batch's first utterance only, so a resumed run draws alike. Given `encoder_outputs`
-    ({utterance_id: (T', D)}, `encoder_outputs()`), a speech batch holds the frozen encoder's outputs, padded, in
-    place of features."""
+    from `text_pool`, their Roman side misspelt at a rate up to `text_noise` (`misspell`; only `noisy_languages`'
+    where given). The draws depend on the seed, the epoch and the batch's first utterance only, so a resumed run
+    draws alike. Given `encoder_outputs` ({utterance_id: (T', D)}, `encoder_outputs()`), a speech batch holds the
+    frozen encoder's outputs, padded, in place of features."""
 
     def __init__(self, feature_extractor, text_pool: list[tuple[str, str, str]], text_task_probability: float,
-                 seed: int = 0, encoder_outputs: dict | None = None, text_noise: float = 0.0):  # fmt: skip
+                 seed: int = 0, encoder_outputs: dict | None = None, text_noise: float = 0.0,
+                 noisy_languages: set[str] | None = None):  # fmt: skip
         self.speech = SpeechCollator(feature_extractor)
         self.skip_report = self.speech.skip_report
         self.text_pool, self.text_task_probability, self.seed = text_pool, text_task_probability, seed
-        self.encoder_outputs, self.text_noise = encoder_outputs, text_noise
+        self.encoder_outputs, self.text_noise, self.noisy_languages = encoder_outputs, text_noise, noisy_languages
         self.alphabet = sorted({character for _, roman, _ in text_pool for character in roman} - {" "})
 
     def set_epoch(self, epoch: int) -> None:
@@ -117,7 +120,9 @@ class SpeechLLMCollator:
             picks = [self.text_pool[draw.randrange(len(self.text_pool))] for _ in rows]
             languages, romans, natives = map(list, zip(*picks))
             if self.text_noise:
-                romans = [misspell(roman, draw.uniform(0.0, self.text_noise), self.alphabet, draw) for roman in romans]
+                romans = [misspell(roman, draw.uniform(0.0, self.text_noise), self.alphabet, draw)
+                          if self.noisy_languages is None or language in self.noisy_languages else roman
+                          for language, roman in zip(languages, romans)]  # fmt: skip
             return {"task": "text", "roman_texts": romans, "languages": languages, "targets": natives}
         if self.encoder_outputs is not None:
             return self.encoded_speech(rows)
@@ -271,7 +276,8 @@ def main(argv=None):
         logger.info("encoder outputs of %d utterances, %.1f MB, in %.1f s", len(cached),
                     sum(states.numel() for states in cached.values()) * 4 / 2**20, time.perf_counter() - started)
     collator = SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability, training.seed, cached,
-                                 args.text_task_noise)  # fmt: skip
+                                 args.text_task_noise,
+                                 set(args.held_out_languages) if args.text_task_noise_held_out_only else None)  # fmt: skip
     trainer = StageTrainer(
         training, model, train, collator, unified_loss,
         evaluate=dev_metrics(dev, training.max_seconds_per_batch), stage_name="speech_llm",
