@@ -6,7 +6,9 @@ it is; `avx2` sets ONEDNN_MAX_CPU_ISA=AVX2 and ATEN_CPU_CAPABILITY=avx2, which t
 kernels and ATen's AVX512 ones off (the one-thread (512, 1024) @ (1024, 1024) product printed with each kind shows
 whether bf16 then falls off its cliff). A step is forward, backward and AdamW on a demo-sized batch (ten 3-s clips:
 30 s of audio, as the demo configs' max_seconds_per_batch), under the autocast that accelerate applies for that
-precision. The goals: auto within 1.3x of fp32 wherever bf16 is not native, and never slower than explicit bf16.
+precision. The text LM's step (the demo's `TextLMConfig`, 32 texts of 48 tokens) is measured alike, auto with the
+attention `use_fast_attention` picks for it, fp32 and bf16 with the one transformers loads (sdpa). The goals: auto
+within 1.3x of fp32 wherever bf16 is not native, and never slower than explicit bf16.
 
     python benchmarks/bench_precision.py [--quick]
 """
@@ -25,6 +27,7 @@ import torch
 KINDS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 TARGET_WITHIN_FP32 = 1 / 1.3  # auto's step may take at most 1.3x fp32's
 CLIPS, CLIP_FRAMES, LABELS, VOCAB = 10, 300, 30, 450
+LM_VOCAB, LM_BATCH = 1272, (32, 48)  # the demo text LM's vocabulary; texts x tokens of a batch
 
 
 def matmul_seconds() -> dict:
@@ -71,6 +74,37 @@ def stage_models():
     return {"stage 1": (stage1.train(), {}), "stage 3": (stage3.train(), {"labels": labels})}
 
 
+def text_lm_step_function(precision: str, choice=None):
+    """A training step of the demo's text LM (random weights) at `precision`; with `choice`, at its precision and the
+    attention `use_fast_attention` sets for it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from avalign.training.precision import use_fast_attention
+    from avalign.training.text_lm import TextLMConfig
+
+    sizes = TextLMConfig()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=LM_VOCAB, hidden_size=sizes.hidden_size, intermediate_size=sizes.intermediate_size,
+        num_hidden_layers=sizes.num_layers, num_attention_heads=sizes.num_heads, num_key_value_heads=sizes.num_heads,
+        max_position_embeddings=sizes.max_length, tie_word_embeddings=True)).train()  # fmt: skip
+    if choice is not None:
+        use_fast_attention(model, choice)
+    ids = torch.randint(3, LM_VOCAB, LM_BATCH, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
+    enabled = (choice.precision if choice is not None else precision) == "bf16"
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step.attention = model.config._attn_implementation
+    return step
+
+
 def step_function(model, inputs: dict, precision: str):
     features = torch.randn(CLIPS, CLIP_FRAMES, 80, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(CLIPS, CLIP_FRAMES, dtype=torch.long)
@@ -106,8 +140,12 @@ def measure_this_kind(repeats: int, threads: int) -> dict:
                 failures[f"{stage} {name}"] = str(error).splitlines()[0]
                 del functions[name]
         steps[stage] = timed(functions, repeats)
+    lm_steps = {"fp32": text_lm_step_function("fp32"), "bf16": text_lm_step_function("bf16"),
+                "auto": text_lm_step_function("auto", choice)}  # fmt: skip
+    steps["text LM"] = timed(lm_steps, repeats)
     return {"cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "auto": choice.to_dict(), "matmul_seconds": matmul_seconds(), "step_seconds": steps,
+            "text_lm_attention": {name: function.attention for name, function in lm_steps.items()},
             "failures": failures}  # fmt: skip
 
 
@@ -139,7 +177,7 @@ def main(quick: bool = False, threads: int = 2) -> dict:
                                    cwd=Path(__file__).parent, check=True)  # fmt: skip
         record = json.loads(completed.stdout.strip().splitlines()[-1])
         results["checks"][kind] = {key: record[key] for key in ("cpu_model", "cpu_capability", "matmul_seconds",
-                                                                 "step_seconds", "failures")} | {
+                                                                 "step_seconds", "text_lm_attention", "failures")} | {
             "auto": f"{record['auto']['precision']} ({record['auto']['reason']})"}  # fmt: skip
         results["goals"] += goals(kind, record)
     return results

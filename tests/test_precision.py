@@ -115,3 +115,24 @@ def test_auto_is_fp32_when_the_native_kernels_are_forced_off():
     completed = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
     choice = json.loads(completed.stdout.strip().splitlines()[-1])
     assert choice["precision"] == "fp32" and choice["cpu_capability"] == "AVX2", choice
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+
+
+@pytest.mark.parametrize("device, chosen, expected", [("cpu", "bf16", "eager"), ("cpu", "fp32", "sdpa"),
+                                                      ("cuda", "bf16", "sdpa")])  # fmt: skip
+def test_fast_attention_is_eager_only_for_bf16_on_a_cpu(device, chosen, expected, tmp_path):
+    model = tiny_llama()
+    choice = precision.PrecisionChoice("auto", chosen, "faked", device, "Fake CPU 9000", "AVX512")
+    ids = torch.randint(0, 50, (2, 7))
+    before = model(ids).logits
+    assert precision.use_fast_attention(model, choice) == expected == model.config._attn_implementation
+    torch.testing.assert_close(model(ids).logits, before)  # the same function, another kernel
+    model.save_pretrained(tmp_path)
+    assert type(model).from_pretrained(tmp_path).config._attn_implementation == "sdpa"  # not saved with the model

@@ -26,6 +26,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
+from .precision import autocast, choose_precision, use_fast_attention
 from .roman.deromanize import METRICS_FILE, epoch_batches, one_thread
 
 logger = logging.getLogger("avalign")
@@ -143,13 +144,17 @@ def train_text_lm(
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     held_out_fraction: float = 0.05,
+    mixed_precision: str = "auto",
 ) -> dict:
     """Trains a tokenizer and a `LlamaForCausalLM` on the distinct non-empty `texts` less a held-out fraction, saves
     both to `output_dir` (a stock transformers folder) with metrics.json and returns the metrics: held-out loss and
     perplexity, the last training loss, the counts (input texts, empty, duplicates, train, held-out), parameters,
-    vocabulary size, steps and seconds."""
+    vocabulary size, steps, seconds and the precision it trained at (`mixed_precision`, as the other stages': bf16
+    autocast where the CPU runs bf16 natively, training/precision.py)."""
     if steps < 1:
         raise ValueError(f"steps={steps}: need at least one training step")
+    if mixed_precision == "fp16":
+        raise ValueError("mixed_precision fp16: the text LM trains on the CPU without loss scaling; use auto, bf16 or no")
     start = time.perf_counter()
     config = config or TextLMConfig()
     unique, counts = distinct_texts(texts)
@@ -178,6 +183,9 @@ def train_text_lm(
         **special,
     ))  # fmt: skip
     model.generation_config.update(**special)  # generate() stops at eos and pads with pad
+    precision = choose_precision(mixed_precision, "cpu")  # the model trains where it is built
+    use_fast_attention(model, precision)
+    logger.info("text LM: mixed precision %s (%s)", precision.precision, precision.reason)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=steps // 20, num_training_steps=steps)
@@ -188,7 +196,8 @@ def train_text_lm(
         for step in range(steps):
             if not batches:
                 batches = epoch_batches([len(ids) for ids in train_examples], batch_size, generator)
-            loss = model(**batch_tensors([train_examples[i] for i in batches.pop()], special["pad_token_id"])).loss
+            with autocast(precision):
+                loss = model(**batch_tensors([train_examples[i] for i in batches.pop()], special["pad_token_id"])).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -207,6 +216,7 @@ def train_text_lm(
         "vocab_size": len(tokenizer),
         "steps": steps,
         "seconds": time.perf_counter() - start,
+        "precision": precision.to_dict(),
     }
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

@@ -25,6 +25,7 @@ from avalign.training.data.batching import SpeechCollator
 from avalign.training.data.splits import clean, load_splits
 from avalign.training.evaluate_asr import speech_batches, transcribe_batches
 from avalign.training.logs import setup_logging
+from avalign.training.precision import use_fast_attention
 from avalign.training.roman.deromanize import SCRIPTS, corpus_pairs, reading_drills, unique_sentences
 from avalign.training.schema import LANGUAGE_NAMES
 from avalign.training.text_lm import character_coverage
@@ -283,6 +284,7 @@ def main(argv=None):
         evaluate=dev_metrics(dev, training.max_seconds_per_batch), stage_name="speech_llm",
         hyperparameters=arguments_to_dict(args),
     )  # fmt: skip
+    logger.info("unified model: the LLM's attention: %s", use_fast_attention(model.llm, trainer.precision))
     result = trainer.train()
     trainer.save_final(metrics={
         **result.to_dict(), "train_utterances": len(train), "speech_languages": sorted(set(train["language"])),

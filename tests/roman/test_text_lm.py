@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from avalign.training.corpus.lexicons import LEXICONS
 from avalign.training.corpus.scenes import sample_scene
+from avalign.training.precision import choose_precision
 from avalign.training.roman.deromanize import one_thread
 from avalign.training.text_lm import TextLMConfig, character_coverage, train_text_lm, train_tokenizer_for_lm
 
@@ -123,3 +124,13 @@ def test_bad_input_raises(tmp_path):
         train_text_lm(["one text", "another"], tmp_path, steps=0, config=TINY_LM)
     with pytest.raises(ValueError, match="too small"):
         train_tokenizer_for_lm(["a b"], vocab_size=100)
+
+
+def test_it_trains_at_the_precision_asked_for(trained, tmp_path):
+    _, metrics = trained
+    assert metrics["precision"]["requested"] == "auto"
+    assert metrics["precision"]["precision"] == choose_precision("auto", "cpu").precision
+    bf16 = train_text_lm(tiny_corpus(), tmp_path, steps=3, config=TINY_LM, batch_size=8, mixed_precision="bf16")
+    assert bf16["precision"]["precision"] == "bf16" and math.isfinite(bf16["held_out_loss"])
+    with pytest.raises(ValueError, match="fp16"):
+        train_text_lm(tiny_corpus(), tmp_path, steps=1, config=TINY_LM, mixed_precision="fp16")
