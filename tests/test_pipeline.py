@@ -116,6 +116,7 @@ def test_the_zero_shot_romanizer_trains_as_long_as_the_stage_3_it_is_held_agains
     romanizer = recorder.calls["asr/zeroshot-bn-aligned"]
     assert romanizer["languages"] == ["hi", "ta", "en"] and romanizer["targets"] == "roman"
     assert romanizer["max_steps"] == pipeline.PRESETS["demo"].asr_max_steps[1.0] == 800
+    assert romanizer["ctc_loss_weight"] == 1.0  # the demo reads its romanizers with CTC only
 
 
 @pytest.fixture(scope="module")

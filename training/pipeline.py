@@ -341,6 +341,12 @@ def asr_overrides(spec: PipelinePreset, fraction: float, system: str) -> dict:
     return overrides | ({"freeze_encoder_steps": 0} if system == "scratch" else {})
 
 
+def zero_shot_romanizer_overrides(spec: PipelinePreset) -> dict:
+    """A romanizer read with CTC (the zero-shot evaluation's `zero_shot_decoding`; the unified model's slot is its CTC
+    transcript) trains its CTC head alone: the transducer costs a quarter of a hybrid step, for a head nothing reads."""
+    return {"ctc_loss_weight": 1.0} if spec.zero_shot_decoding == "ctc" else {}
+
+
 def systems_at(spec: PipelinePreset, fraction: float) -> tuple[str, ...]:
     """The stage-3 systems trained at `fraction`: aligned and baseline, and the scratch control where the preset
     runs it."""
@@ -403,7 +409,8 @@ def run_zero_shot(pipeline: Pipeline, corpus: Path, encoders: dict, cache: Path)
             romanizer, unified = systems.romanizers[system], systems.unified[system]
             pipeline.stage(f"asr/zeroshot-{held_out}-{system}", romanizer / "metrics.json", lambda e=encoder, f=romanizer, k=seen, s=system: pipeline.train(
                 "asr", "asr", corpus=corpus, init_encoder=e, output_dir=f, targets="roman", romanization_cache=cache,
-                languages=k, **asr_overrides(pipeline.preset, max(pipeline.preset.fractions), s)))  # fmt: skip
+                languages=k, **asr_overrides(pipeline.preset, max(pipeline.preset.fractions), s),
+                **zero_shot_romanizer_overrides(pipeline.preset)))  # fmt: skip
             pipeline.stage(f"unified/zeroshot-{held_out}-{system}", unified / "metrics.json", lambda r=romanizer, f=unified, h=held_out: pipeline.train(
                 "speech_llm", "speech_llm", corpus=corpus, romanizer=r, llm=lm_dir, held_out_languages=[h],
                 romanization_cache=cache, output_dir=f), needs=(romanizer / "metrics.json", lm_dir / "metrics.json"))  # fmt: skip

@@ -13,6 +13,7 @@ start=$(date +%s)
     --languages hi bn ta en --romanization_cache $run/romanization.json --output_dir $out --resume true \
     --progress false "$@"
 echo "train seconds: $(( $(date +%s) - start ))"
-# CASCADES=1: also the romanizer and both cascades on dev (held-out and seen languages), and the no-speech control
+# CASCADES=1: also the romanizer and both cascades on dev (held-out and seen languages), and the no-speech control;
+# the romanizer and stage 3 read with CTC, as the demo pipeline reads them (DECODING=tdt: with TDT)
 skip=--skip-cascades; [ -n "$CASCADES" ] && skip=
-.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --romanizer $romanizer --unified $out $skip --out $out/dev.json
+.venv/bin/python docs/experiments/unified/dev_eval.py --run $run --romanizer $romanizer --unified $out $skip --decoding ${DECODING:-ctc} --out $out/dev.json
