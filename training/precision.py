@@ -98,8 +98,8 @@ def use_fast_attention(model, choice: PrecisionChoice) -> str:
     """Sets the fastest attention for training a transformers model at `choice` -> the implementation it now has.
     torch's CPU sdpa kernel (flash attention) runs causal attention's forward + backward ~5x slower in bf16 than in
     fp32 (torch 2.13: (32, 4, 48, 48), 18 against 3.8 ms on one thread), while eager attention in bf16 takes 3.6 ms:
-    under CPU bf16 the demo text LM's training step is ~1.5x faster with eager attention than with sdpa, in bf16 or
-    fp32 (benchmarks/bench_precision.py, "text LM").
+    with eager attention under CPU bf16 the demo text LM's training step is 1.4x faster than with sdpa in bf16 and 1.5x
+    faster than fp32 (benchmarks/bench_precision.py, "text LM"; 2-core AMX Xeon).
     Elsewhere the model keeps the implementation it loaded with. The choice is not saved with the model."""
     if choice.device == "cpu" and choice.precision == "bf16":
         model.set_attn_implementation("eager")
