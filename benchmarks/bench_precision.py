@@ -77,17 +77,11 @@ def stage_models():
 def text_lm_step_function(precision: str, choice=None):
     """A training step of the demo's text LM (random weights) at `precision`; with `choice`, at its precision and the
     attention `use_fast_attention` sets for it."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from avalign.training.precision import use_fast_attention
-    from avalign.training.text_lm import TextLMConfig
+    from avalign.training.text_lm import TextLMConfig, new_text_lm
 
-    sizes = TextLMConfig()
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=LM_VOCAB, hidden_size=sizes.hidden_size, intermediate_size=sizes.intermediate_size,
-        num_hidden_layers=sizes.num_layers, num_attention_heads=sizes.num_heads, num_key_value_heads=sizes.num_heads,
-        max_position_embeddings=sizes.max_length, tie_word_embeddings=True)).train()  # fmt: skip
+    model = new_text_lm(TextLMConfig(), LM_VOCAB).train()
     if choice is not None:
         use_fast_attention(model, choice)
     ids = torch.randint(3, LM_VOCAB, LM_BATCH, generator=torch.Generator().manual_seed(0))

@@ -50,6 +50,16 @@ class TextLMConfig:
     max_length: int = 256  # tokens per training example (bos + text + eos, longer ones cut), max positions
 
 
+def new_text_lm(config: TextLMConfig, vocab_size: int, **special_token_ids) -> LlamaForCausalLM:
+    """A randomly initialised `LlamaForCausalLM` of `config`'s sizes (tied embeddings), seeded by the caller."""
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads, max_position_embeddings=config.max_length, tie_word_embeddings=True,
+        **special_token_ids,
+    ))  # fmt: skip
+
+
 def train_tokenizer_for_lm(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer of at most `vocab_size` ids trained on `texts`: the three special tokens (ids 0-2),
     the 256 byte symbols, then merges. It adds bos in front of each text (as Llama-3's does); it has no unk token."""
@@ -176,12 +186,7 @@ def train_text_lm(
 
     train_examples, held_out_examples = list(map(encode, train)), list(map(encode, held_out))
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads, max_position_embeddings=config.max_length, tie_word_embeddings=True,
-        **special,
-    ))  # fmt: skip
+    model = new_text_lm(config, len(tokenizer), **special)
     model.generation_config.update(**special)  # generate() stops at eos and pads with pad
     precision = choose_precision(mixed_precision, "cpu")  # the model trains where it is built
     use_fast_attention(model, precision)
