@@ -180,6 +180,9 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
     max_symbols_per_step (`int`, defaults to 10): greedy decoding's cap on labels emitted at one frame.
     zero_infinity (`bool`, defaults to True): zero the loss (and gradients) of utterances no alignment can fit.
     fuse_joint_loss (`bool`, defaults to True): never materialise the (B, T, U+1, V+D) joint in training.
+    tdt_prune_range (`int`, *optional*): None trains on the exact TDT loss. An integer k >= 2 trains on the pruned
+        loss: the joint is computed at k states per frame, in windows placed where the CTC head's posteriors put the
+        alignment (`tdt_loss.lattice_windows`). Needs the fused joint, a CTC weight above 0 and durations 0 and 1.
     targets (`str`, defaults to `"native"`): the script of the output: `"native"`, or `"roman"` (uroman-romanized
         text, one Latin output space for every language; a de-romanizer returns the native script).
 
@@ -202,6 +205,7 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
     zero_infinity: bool = True
     max_symbols_per_step: int = 10
     fuse_joint_loss: bool = True
+    tdt_prune_range: int | None = None
     targets: str = "native"
 
     def __post_init__(self, **kwargs):
@@ -224,6 +228,19 @@ class FastConformerCTCTDTConfig(_FastConformerHeadConfig):
             raise ValueError(f"targets must be 'native' or 'roman', got {self.targets!r}")
         if not 0.0 <= self.ctc_loss_weight <= 1.0:
             raise ValueError(f"ctc_loss_weight ({self.ctc_loss_weight}) must be in [0, 1]")
+        if self.tdt_prune_range is not None:
+            self._validate_pruning()
+
+    def _validate_pruning(self):
+        needs = {
+            "an integer >= 2": self.tdt_prune_range >= 2,
+            "fuse_joint_loss=True": self.fuse_joint_loss,
+            "a CTC head that trains (ctc_loss_weight > 0), whose posteriors place the windows": self.ctc_loss_weight > 0,
+            "durations 0 and 1": {0, 1} <= set(self.durations),
+        }
+        missing = [need for need, met in needs.items() if not met]
+        if missing:
+            raise ValueError(f"tdt_prune_range={self.tdt_prune_range} needs {'; '.join(missing)}.")
 
 
 __all__ = [

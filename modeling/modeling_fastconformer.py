@@ -42,7 +42,7 @@ from .configuration_fastconformer import (
     FastConformerMaskedTokenPredictionConfig,
 )
 from .tdt_kernels import GreedyBookkeeping, greedy_kernels_for
-from .tdt_loss import fused_joint_tdt_loss, tdt_loss
+from .tdt_loss import fused_joint_tdt_loss, lattice_windows, tdt_loss
 
 LABEL_PAD = -100  # labels are padded with -100, as everywhere in transformers
 
@@ -731,7 +731,7 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         weight = config.ctc_loss_weight
         output.loss = 0.0
         if weight < 1.0:  # a loss with weight 0 is not computed at all
-            output.tdt_loss = self.transducer_loss(encoder_states, lengths, targets, target_lengths)
+            output.tdt_loss = self.transducer_loss(encoder_states, lengths, targets, target_lengths, ctc_logits)
             output.loss = output.loss + (1 - weight) * output.tdt_loss
         if weight > 0.0:
             log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
@@ -742,8 +742,9 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             output.loss = output.loss + weight * output.ctc_loss
         return output
 
-    def transducer_loss(self, encoder_states, encoder_lengths, targets, target_lengths) -> torch.Tensor:
-        """TDT loss of (B, T', H) projected encoder frames against (B, U) targets (padding 0)."""
+    def transducer_loss(self, encoder_states, encoder_lengths, targets, target_lengths, ctc_logits=None):
+        """TDT loss of (B, T', H) projected encoder frames against (B, U) targets (padding 0); with
+        `config.tdt_prune_range`, the pruned loss in windows that the (B, T', V) CTC logits place."""
         config = self.config
         start = torch.full_like(targets[:, :1], config.blank_token_id)
         decoder_states, _ = self.prediction_network(torch.cat([start, targets], dim=1))  # (B, U+1, H)
@@ -753,8 +754,13 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
             reduction=config.tdt_loss_reduction, zero_infinity=config.zero_infinity,
         )
         if config.fuse_joint_loss:
+            windows = None
+            if config.tdt_prune_range is not None:
+                windows = lattice_windows(ctc_logits, targets, encoder_lengths, target_lengths, config.blank_token_id,
+                                          config.tdt_prune_range)
             return fused_joint_tdt_loss(
-                encoder_states, decoder_states, self.joint.head, self.joint.activation, **loss_arguments
+                encoder_states, decoder_states, self.joint.head, self.joint.activation, windows=windows,
+                **loss_arguments,
             )
         joint = self.joint(decoder_states[:, None], encoder_states[:, :, None])  # (B, T', U+1, V+D)
         return tdt_loss(joint[..., : config.vocab_size], joint[..., config.vocab_size :], **loss_arguments)

@@ -51,6 +51,7 @@ REDUCTIONS = ("mean_volume", "mean_batch", "mean", "sum", "none")
 JOINT_CHUNK_BYTES = 24 << 20
 CHUNK_LOGITS = 1 << 19  # token logits read per chunk in tdt_loss: 2 MiB of float32, temporaries stay in cache
 NEG_INF = float("-inf")
+NO_ARC = -1e4  # an arc weight that no path through it can recover from, in float64
 
 
 # ----------------------------------------------------------------------------------------------- input checks
@@ -170,23 +171,25 @@ def _exp_(x, flush):
 
 
 def _token_statistics(token_logits, label_ids, blank_token_id):
-    """Per (t, u) statistics of a chunk of token logits (nt, n_u, V) and the labels (n_u,) emitted from each u.
+    """Per (t, u) statistics of a chunk of token logits (nt, n_u, V) and the labels emitted from each of its rows,
+    (1, n_u) when every frame has the same rows or (nt, n_u).
 
     Returns (nt, n_u) tensors, at least float32: log-normaliser, blank logit, label logit, and a finiteness flag
     (False where the log-normaliser is not: a row with a NaN or +inf logit, or only -inf ones).
     """
     kernels = kernels_for(token_logits)
-    if kernels is not None:  # the chunk as one utterance of nt frames and n_u - 1 labels
+    label_ids = label_ids.expand(token_logits.shape[0], -1)
+    if kernels is not None:  # the chunk as nt utterances of one frame each
         frames, labels = _chunk_lengths(token_logits)
-        statistics = compiled_token_statistics(kernels, token_logits[None], label_ids[None], frames, labels,
+        statistics = compiled_token_statistics(kernels, token_logits[:, None], label_ids, frames, labels,
                                                blank_token_id)
-        return [x[0] for x in statistics]
+        return [x[:, 0] for x in statistics]
     rows = token_logits.to(_compute_dtype(token_logits.dtype))
     high = rows.amax(-1)  # NaN or +inf here makes the log-normaliser NaN: no separate pass over the logits
     log_normalizer = _exp_(rows - high[..., None], flush=False).sum(-1).log_().add_(high)  # the sum is >= 1
     finite = torch.isfinite(log_normalizer)
     blank = rows[..., blank_token_id]
-    label = rows.gather(-1, label_ids.expand(rows.shape[0], -1)[..., None])[..., 0]
+    label = rows.gather(-1, label_ids[..., None])[..., 0]
     return log_normalizer, blank, label, finite
 
 
@@ -200,30 +203,37 @@ class _TokenGradient(NamedTuple):
     significant: torch.Tensor  # bool: |occupancy| above the flush level (all other rows are zero)
     negative: list[bool]  # (B,) the sign of each utterance's incoming gradient
 
+    def chunk(self, b, t0, t1, rows):
+        """The gradient of frames [t0, t1) of utterance b at their rows (1 or t1 - t0, n_u): (nt, n_u) tensors."""
+        index = rows.expand(t1 - t0, -1)
+        return _TokenGradient(*(x[b, t0:t1].gather(-1, index) for x in self[:4]), negative=[self.negative[b]])
+
 
 def _chunk_lengths(token_logits):
-    """(1,) frames and (1,) labels of a chunk (nt, n_u, V) taken as one utterance: every row counts."""
-    return torch.tensor([token_logits.shape[0]]), torch.tensor([token_logits.shape[1] - 1])
+    """(nt,) frames and (nt,) labels of a chunk (nt, n_u, V) taken as nt utterances of one frame: every row counts."""
+    frames, rows = token_logits.shape[:2]
+    return torch.ones(frames, dtype=torch.long), torch.full((frames,), rows - 1, dtype=torch.long)
 
 
-def _token_logits_grad(token_logits, gradient, state, label_ids, blank_token_id, out):
-    """Write the gradient of the token logits (nt, n_u, V) of the states `state` = (b, frames, rows) into `out`;
-    label_ids (n_u,) are the labels emitted from those rows. Entries below the flush level come out as 0."""
+def _token_logits_grad(token_logits, gradient, label_ids, blank_token_id, out):
+    """Write the gradient of a chunk of token logits (nt, n_u, V) into `out`, from `gradient`, the chunk's own
+    `_TokenGradient` ((nt, n_u) tensors, one sign); label_ids (1 or nt, n_u) are the labels emitted from its rows.
+    Entries below the flush level come out as 0."""
     kernels = kernels_for(token_logits)
+    label_ids = label_ids.expand(token_logits.shape[0], -1)
     if kernels is not None and out.stride(-1) == 1 and out.dtype == token_logits.dtype:
         frames, labels = _chunk_lengths(token_logits)
-        per_state = [x[state][None] for x in gradient[:4]]
-        chunk_gradient = _TokenGradient(*per_state, negative=[gradient.negative[state[0]]])
-        compiled_token_gradient(kernels, token_logits[None], chunk_gradient, label_ids[None], frames, labels,
-                                blank_token_id, out[None])
+        per_frame = _TokenGradient(*[x[:, None] for x in gradient[:4]], negative=gradient.negative * len(frames))
+        compiled_token_gradient(kernels, token_logits[:, None], per_frame, label_ids, frames, labels,
+                                blank_token_id, out[:, None])
         return
     dtype = _compute_dtype(out.dtype)
     work = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
-    _exp_(torch.sub(token_logits, gradient.softmax_shift[state][..., None], out=work), flush=True)
-    if gradient.negative[state[0]]:
+    _exp_(torch.sub(token_logits, gradient.softmax_shift[..., None], out=work), flush=True)
+    if gradient.negative[0]:
         work.neg_()
-    work[..., blank_token_id].sub_(gradient.blank_occupancy[state])
-    work.scatter_add_(-1, label_ids.expand(work.shape[0], -1)[..., None], -gradient.label_occupancy[state][..., None])
+    work[..., blank_token_id].sub_(gradient.blank_occupancy)
+    work.scatter_add_(-1, label_ids[..., None], -gradient.label_occupancy[..., None])
     if work is not out:
         out.copy_(work)
 
@@ -295,6 +305,9 @@ class _Lattice:
     def in_place_cumsum(self):
         """(B, T, U+1): zero-duration label arcs (t, u) -> (t, u + 1), chained: their log-weight from (t, 0)."""
         label_in_place = self.label[..., self.durations == 0].logsumexp(-1)  # (B, T, U+1)
+        # an arc of log-weight -inf (out of a pruned state) would turn the running sums into NaN; e^-10000 is as
+        # good as no arc in float64 (a path through it loses to any other by far more than the 53-bit mantissa)
+        label_in_place = label_in_place.clamp(min=NO_ARC)
         return F.pad(label_in_place[..., :-1].cumsum(-1), (1, 0))
 
     def _arcs_by_step(self, weights):
@@ -481,7 +494,8 @@ class _TDTLoss(torch.autograd.Function):
                 token_grad[b, t0:t1, u1:].zero_()
                 if u0 < u1:
                     state = (b, slice(t0, t1), slice(u0, u1))
-                    _token_logits_grad(token_logits[state], token_gradient, state, label_ids[b, u0:u1],
+                    rows = torch.arange(u0, u1, device=token_logits.device)[None]
+                    _token_logits_grad(token_logits[state], token_gradient.chunk(b, t0, t1, rows), label_ids[b, rows],
                                        ctx.blank_token_id, out=token_grad[state])
         duration_grad = duration_grad.to(ctx.duration_dtype) if ctx.needs_input_grad[1] else None
         return token_grad, duration_grad, None, None, None, None, None, None, None
@@ -549,33 +563,53 @@ def tdt_loss(
 
 
 def _joint_logits(encoder_states, decoder_states, weight, bias, activation):
-    """(nt, H), (n_u, H) -> (nt, n_u, V+D): head(activation(enc + dec)), as ParakeetTDTJointNetwork computes it."""
-    return F.linear(activation(encoder_states[:, None] + decoder_states[None]), weight, bias)
+    """(nt, H), (1 or nt, n_u, H) -> (nt, n_u, V+D): head(activation(enc + dec)), as ParakeetTDTJointNetwork does."""
+    return F.linear(activation(encoder_states[:, None] + decoder_states), weight, bias)
+
+
+def _joint_chunks(logit_lengths, target_lengths, positions_per_chunk, windows=None, significant=None):
+    """Yield (b, t0, t1, rows): frames [t0, t1) of utterance b (~positions_per_chunk joint positions) and the
+    decoder rows of each frame, a long tensor (1 or t1 - t0, n_u): every row of the utterance, with `significant`
+    (B, T, U+1) bool the span of its True rows, or with `windows` each frame's window."""
+    device = logit_lengths.device
+    if windows is None:
+        for b, t0, t1, u0, u1 in _frame_chunks(logit_lengths, target_lengths, positions_per_chunk, significant):
+            yield b, t0, t1, torch.arange(u0, u1, device=device)[None]
+        return
+    for b, (frames, width) in enumerate(zip(logit_lengths.tolist(), windows.widths.tolist())):
+        step, offsets = max(1, positions_per_chunk // width), torch.arange(width, device=device)
+        for t0 in range(0, frames, step):
+            t1 = min(t0 + step, frames)
+            yield b, t0, t1, windows.starts[b, t0:t1, None] + offsets
 
 
 class _FusedJointTDTLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, encoder_states, decoder_states, weight, bias, activation, targets, logit_lengths,
-                target_lengths, blank_token_id, durations, sigma, zero_infinity, chunk_size):
+                target_lengths, blank_token_id, durations, sigma, zero_infinity, chunk_size, windows):
         batch, max_t, _ = encoder_states.shape
         max_u1, vocab_size = decoder_states.shape[1], weight.shape[0] - len(durations)
         label_ids = _label_ids(targets, target_lengths, blank_token_id)
         dtype = _compute_dtype(encoder_states.dtype)
+        # states outside the windows (if any) keep log-weight -inf arcs: blank and label logits -inf
         statistics = encoder_states.new_zeros((3, batch, max_t, max_u1), dtype=dtype)
+        if windows is not None:
+            statistics[1:] = NEG_INF
         duration_logits = encoder_states.new_zeros((batch, max_t, max_u1, len(durations)), dtype=dtype)
         finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=encoder_states.device)
 
         def joint_at(b, t, u):  # (V+D,) one joint output, to name a non-finite logit
             encoder_frame, decoder_state = encoder_states[b, t : t + 1], decoder_states[b, u : u + 1]
-            return _joint_logits(encoder_frame, decoder_state, weight, bias, activation)[0, 0]
+            return _joint_logits(encoder_frame, decoder_state[None], weight, bias, activation)[0, 0]
 
-        for b, t0, t1, _, n_u in _frame_chunks(logit_lengths, target_lengths, chunk_size):
-            logits = _joint_logits(encoder_states[b, t0:t1], decoder_states[b, :n_u], weight, bias, activation)
-            *chunk_statistics, finite[b, t0:t1, :n_u] = _token_statistics(
-                logits[..., :vocab_size], label_ids[b, :n_u], blank_token_id
-            )
-            statistics[:, b, t0:t1, :n_u] = torch.stack(chunk_statistics)  # (3, nt, n_u)
-            duration_logits[b, t0:t1, :n_u] = logits[..., vocab_size:]
+        for b, t0, t1, rows in _joint_chunks(logit_lengths, target_lengths, chunk_size, windows):
+            logits = _joint_logits(encoder_states[b, t0:t1], decoder_states[b, rows], weight, bias, activation)
+            chunk_statistics = _token_statistics(logits[..., :vocab_size], label_ids[b, rows], blank_token_id)
+            index = rows.expand(t1 - t0, -1)  # (nt, n_u)
+            for per_state, values in zip((*statistics, finite), chunk_statistics):
+                per_state[b, t0:t1].scatter_(-1, index, values.to(per_state.dtype))
+            duration_index = index[..., None].expand(-1, -1, len(durations))
+            duration_logits[b, t0:t1].scatter_(1, duration_index, logits[..., vocab_size:].to(dtype))
         _check_finite("joint token logits", finite, lambda b, t, u: joint_at(b, t, u)[:vocab_size])
         log_normalizer, blank_logit, label_logit = statistics
         lattice, finite = _Lattice.from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, sigma,
@@ -585,7 +619,7 @@ class _FusedJointTDTLoss(torch.autograd.Function):
         ctx.save_for_backward(encoder_states, decoder_states, weight, bias, log_normalizer, label_ids, log_alpha,
                               log_likelihood)
         ctx.lattice, ctx.activation, ctx.blank_token_id = lattice, activation, blank_token_id
-        ctx.chunk_size = chunk_size
+        ctx.chunk_size, ctx.windows = chunk_size, windows
         device_type = encoder_states.device.type
         ctx.autocast = dict(device_type=device_type, dtype=torch.get_autocast_dtype(device_type),
                             enabled=torch.is_autocast_enabled(device_type))
@@ -601,30 +635,34 @@ class _FusedJointTDTLoss(torch.autograd.Function):
         token_gradient, duration_grad = _state_gradients(
             lattice, log_normalizer, log_alpha, log_likelihood, grad_losses
         )
-        vocab_size = weight.shape[0] - duration_grad.shape[-1]
+        n_durations = duration_grad.shape[-1]
+        vocab_size = weight.shape[0] - n_durations
         needs = ctx.needs_input_grad[:4]
         parameters = (encoder_states, decoder_states, weight, bias)
         grads = [torch.zeros_like(x) if need else None for x, need in zip(parameters, needs)]
-        chunks = _frame_chunks(lattice.logit_lengths, lattice.target_lengths, ctx.chunk_size,
-                               rows=token_gradient.significant)
-        for b, t0, t1, u0, u1 in chunks if any(needs) else ():
-            if u0 == u1:
+        chunks = _joint_chunks(lattice.logit_lengths, lattice.target_lengths, ctx.chunk_size, ctx.windows,
+                               significant=token_gradient.significant)
+        for b, t0, t1, rows in chunks if any(needs) else ():
+            if rows.numel() == 0:
                 continue
-            state = (b, slice(t0, t1), slice(u0, u1))
-            inputs = [encoder_states[b, t0:t1], decoder_states[b, u0:u1], weight, bias]
+            inputs = [encoder_states[b, t0:t1], decoder_states[b, rows], weight, bias]
             inputs = [x.detach().requires_grad_(need) if need else x for x, need in zip(inputs, needs)]
             with torch.enable_grad(), torch.autocast(**ctx.autocast):  # recompute exactly as the forward did
                 logits = _joint_logits(*inputs, ctx.activation)  # (nt, n_u, V+D)
             grad_logits = torch.empty_like(logits)
-            _token_logits_grad(logits[..., :vocab_size].detach(), token_gradient, state, label_ids[b, u0:u1],
-                               ctx.blank_token_id, out=grad_logits[..., :vocab_size])
-            grad_logits[..., vocab_size:] = duration_grad[state]
+            _token_logits_grad(logits[..., :vocab_size].detach(), token_gradient.chunk(b, t0, t1, rows),
+                               label_ids[b, rows], ctx.blank_token_id, out=grad_logits[..., :vocab_size])
+            duration_index = rows.expand(t1 - t0, -1)[..., None].expand(-1, -1, n_durations)
+            grad_logits[..., vocab_size:] = duration_grad[b, t0:t1].gather(1, duration_index)
             chunk_grads = iter(torch.autograd.grad(logits, [x for x, need in zip(inputs, needs) if need], grad_logits))
-            # enc grads go to frames [t0, t1) of b, dec grads to rows [u0, u1) of b, head grads everywhere
-            for grad, region, need in zip(grads, (state[:2], state[::2], ..., ...), needs):
+            if needs[0]:  # frames [t0, t1) of b
+                grads[0][b, t0:t1] += next(chunk_grads)
+            if needs[1]:  # each row's gradient summed into its decoder state
+                grads[1][b].index_add_(0, rows.flatten(), next(chunk_grads).flatten(0, 1))
+            for grad, need in zip(grads[2:], needs[2:]):  # the head's, from every chunk
                 if need:
-                    grad[region] += next(chunk_grads)
-        return (*grads, *[None] * 9)
+                    grad += next(chunk_grads)
+        return (*grads, *[None] * 10)
 
 
 def fused_joint_tdt_loss(
@@ -641,6 +679,7 @@ def fused_joint_tdt_loss(
     reduction: str = "mean",
     zero_infinity: bool = False,
     chunk_size: int | None = None,
+    windows: "LatticeWindows | None" = None,
 ) -> torch.Tensor:
     """`tdt_loss(joint[..., :V], joint[..., V:], ...)` with joint = joint_head(activation(enc[:, :, None] +
     dec[:, None])) computed `chunk_size` (t, u) positions at a time: the (B, T, U+1, V+D) joint is never materialised.
@@ -656,6 +695,8 @@ def fused_joint_tdt_loss(
         activation: a callable without trainable parameters (e.g. the joint's ACT2FN activation).
         chunk_size: (t, u) joint positions computed at once (rounded to whole frames); by default as many as fit
             JOINT_CHUNK_BYTES of float32 (H + V + D per position).
+        windows: None for the exact loss over every state; `LatticeWindows` (from `lattice_windows`) for the pruned
+            loss: the joint is computed at each frame's window of states only, and paths leave no window.
         The other arguments are those of `tdt_loss`.
     """
     _check_options(durations, reduction)
@@ -684,10 +725,113 @@ def fused_joint_tdt_loss(
     targets, logit_lengths, target_lengths = _check_alignment_inputs(
         targets, logit_lengths, target_lengths, blank_token_id, (batch, max_t, decoder_states.shape[1]), vocab_size
     )
+    if windows is not None:
+        _check_windows(windows, durations, logit_lengths, target_lengths, max_t)
     device = encoder_states.device
     losses = _FusedJointTDTLoss.apply(
         encoder_states, decoder_states, joint_head.weight, joint_head.bias, activation, targets.to(device),
         logit_lengths.to(device), target_lengths.to(device), blank_token_id, list(durations), float(sigma),
-        zero_infinity, chunk_size,
+        zero_infinity, chunk_size, windows,
     )
     return _reduce(losses, target_lengths.to(device), reduction)
+
+
+# ------------------------------------------------------------------------------------------------ pruned lattice
+
+
+class LatticeWindows(NamedTuple):
+    """A pruned TDT lattice: frame t of utterance b keeps the states u in [starts[b, t], starts[b, t] + widths[b])."""
+
+    starts: torch.Tensor  # (B, T) long
+    widths: torch.Tensor  # (B,) long
+
+
+PRUNING_DURATIONS = (0, 1)  # the frame lattice that chooses the windows: labels within a frame, blanks one frame on
+
+
+def lattice_windows(frame_logits, targets, logit_lengths, target_lengths, blank_token_id, width) -> LatticeWindows:
+    """Windows of `width` states per frame where a frame-level model puts the alignment (k2's pruned RNN-T idea,
+    arXiv 2206.13236, with the CTC head's frame posteriors in place of k2's trained "simple" joiner).
+
+    The frame model scores label u at frame t by frame_logits[t, targets[u]] and blank by frame_logits[t, blank]
+    (no dependence on u: the CTC head of a hybrid model is one). Each frame's window is the one holding the most
+    of that lattice's state occupancy; then windows are made non-decreasing in u, start at (0, 0), end at
+    (T_b - 1, U_b), and move at most width - 1 states a frame, so that a path through them always exists where the
+    durations include 0 and 1. An utterance with U_b + 1 <= width, or too many labels for its frames to pass
+    through windows (U_b + 1 - width > (T_b - 1) (width - 1)), keeps every state.
+
+    Args:
+        frame_logits: (B, T, V) unnormalised frame scores over the TDT vocabulary (blank included); no gradient.
+        targets, logit_lengths, target_lengths, blank_token_id: as for `tdt_loss`.
+        width: states kept per frame, >= 2.
+    """
+    if width < 2:
+        raise ValueError(f"the pruning width must be >= 2 states per frame, got {width}.")
+    frame_logits = frame_logits.detach().float()
+    batch, max_t, vocab_size = frame_logits.shape
+    targets, logit_lengths, target_lengths = _check_alignment_inputs(
+        targets, logit_lengths, target_lengths, blank_token_id, (batch, max_t, targets.shape[1] + 1), vocab_size
+    )
+    occupancy = _frame_lattice_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id)
+    widths = (target_lengths + 1).clamp(max=width)
+    max_start = target_lengths + 1 - widths  # (B,)
+    kept = occupancy.cumsum(-1)  # (B, T, U+1): the occupancy of the window [s, s + width) is kept[s + w - 1] - ...
+    kept = F.pad(kept, (1, 0))
+    n_starts = max(kept.shape[-1] - width, 1)
+    scores = kept[..., width : width + n_starts] - kept[..., :n_starts] if kept.shape[-1] > width else kept[..., -1:]
+    starts = torch.arange(n_starts, device=scores.device)
+    scores = scores.masked_fill(starts > max_start[:, None, None], NEG_INF)
+    starts = _connected_starts(scores.argmax(-1), logit_lengths, max_start, width)
+    whole = (widths < width) | (max_start > (logit_lengths - 1) * (width - 1))
+    widths = torch.where(whole, target_lengths + 1, widths)
+    return LatticeWindows(starts.masked_fill(whole[:, None], 0), widths)
+
+
+def _frame_lattice_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id):
+    """(B, T, U+1): the probability that an alignment of the frame model passes state (t, u)."""
+    batch, max_t, _ = frame_logits.shape
+    label_ids = _label_ids(targets, target_lengths, blank_token_id)  # (B, U+1)
+    shape = (batch, max_t, label_ids.shape[1])
+    log_normalizer = frame_logits.logsumexp(-1)[..., None].expand(shape)
+    blank = frame_logits[..., blank_token_id, None].expand(shape)
+    label = frame_logits.gather(-1, label_ids[:, None].expand(shape))
+    duration_logits = frame_logits.new_zeros((*shape, len(PRUNING_DURATIONS)))
+    lattice, _ = _Lattice.from_statistics(log_normalizer, blank, label, duration_logits, 0.0, PRUNING_DURATIONS,
+                                          logit_lengths, target_lengths)
+    log_alpha = lattice.log_alpha()
+    log_likelihood = lattice.log_likelihood(log_alpha)[:, None, None]
+    return (log_alpha + lattice.log_beta() - log_likelihood).exp().nan_to_num(0.0)
+
+
+def _connected_starts(starts, logit_lengths, max_start, width):
+    """Window starts (B, T) made non-decreasing, 0 at t = 0, max_start at T_b - 1 and moving at most width - 1 a
+    frame: s_t = min(s_t, s_(t-1) + w - 1) forward, then s_t = max(s_t, s_(t+1) - w + 1) backward, each a running
+    min / max of s_j - j (w - 1)."""
+    max_t = starts.shape[1]
+    frames = torch.arange(max_t, device=starts.device)[None]  # (1, T)
+    slope = frames * (width - 1)
+    starts = starts.cummax(1).values
+    starts[:, 0] = 0
+    starts = slope + (starts - slope).cummin(1).values
+    last = frames == (logit_lengths - 1)[:, None]
+    starts = torch.where(last, torch.maximum(starts, max_start[:, None]), starts)
+    past = frames >= logit_lengths[:, None]
+    offset = (starts - slope).masked_fill(past, -(max_t * width))
+    starts = slope + offset.flip(1).cummax(1).values.flip(1)
+    return starts.clamp(min=0).minimum(max_start[:, None]).masked_fill(past, 0)
+
+
+def _check_windows(windows, durations, logit_lengths, target_lengths, max_t):
+    if not {0, 1} <= set(durations):
+        raise ValueError(f"a pruned TDT loss needs durations 0 and 1 (paths within windows), got {list(durations)}.")
+    starts, widths = windows
+    if tuple(starts.shape) != (len(logit_lengths), max_t) or tuple(widths.shape) != (len(logit_lengths),):
+        raise ValueError(f"windows must have starts (B, T) = ({len(logit_lengths)}, {max_t}) and widths (B,), got "
+                         f"{tuple(starts.shape)} and {tuple(widths.shape)}.")
+    frames = torch.arange(max_t, device=starts.device)[None] < logit_lengths[:, None]
+    ends = starts + widths[:, None]
+    bad = (frames & ((starts < 0) | (ends > (target_lengths + 1)[:, None]))).nonzero()
+    if len(bad):
+        b, t = bad[0].tolist()
+        raise ValueError(f"window [{int(starts[b, t])}, {int(ends[b, t])}) of utterance {b}, frame {t} lies outside "
+                         f"its states [0, {int(target_lengths[b]) + 1}).")

@@ -1,8 +1,11 @@
 """The model family: shapes and masks, heads, round trips, Auto classes, remote code, export, bad input."""
 
+import importlib
+import re
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoConfig, AutoModel, AutoModelForCTC, AutoModelForPreTraining, LogitsProcessor
 
 from avalign.modeling import (
@@ -16,6 +19,9 @@ from avalign.modeling import (
     FastConformerModel,
     spec_augment,
 )
+from avalign.modeling.tdt_loss import lattice_windows
+
+modeling_fastconformer = importlib.import_module("avalign.modeling.modeling_fastconformer")
 
 ENCODER = FastConformerConfig.from_preset("tiny", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
 VOCAB = 12  # 11 tokens + blank (id 11)
@@ -364,6 +370,35 @@ def test_fused_and_unfused_joint_give_the_same_loss_and_gradients():
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(fused.named_parameters(), unfused.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_pruned_transducer_loss_trains_in_the_windows_the_ctc_head_places(monkeypatch):
+    torch.manual_seed(0)
+    pruned = make_head("ctc_tdt", tdt_prune_range=2)
+    exact = make_head("ctc_tdt")
+    exact.load_state_dict(pruned.state_dict())
+    features, mask = padded_batch()
+    labels = torch.tensor([[1, 2, 3, 4], [5, 6, -100, -100], [7, -100, -100, -100]])
+    seen = []
+    monkeypatch.setattr(modeling_fastconformer, "lattice_windows",
+                        lambda *args: seen.append(args) or lattice_windows(*args))
+    out = pruned(features, mask, labels=labels)
+    assert torch.equal(seen[0][0], out.ctc_logits)  # the windows come from this step's CTC head
+    assert torch.isfinite(out.tdt_loss) and out.tdt_loss > exact(features, mask, labels=labels).tdt_loss
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in pruned.parameters() if p.grad is not None)
+    assert pruned.joint.head.weight.grad.abs().sum() > 0 and pruned.decoder.embedding.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(tdt_prune_range=1), "an integer >= 2"),
+    (dict(tdt_prune_range=4, fuse_joint_loss=False), "fuse_joint_loss=True"),
+    (dict(tdt_prune_range=4, ctc_loss_weight=0.0), "ctc_loss_weight > 0"),
+    (dict(tdt_prune_range=4, durations=[1, 2]), "durations 0 and 1"),
+])
+def test_pruning_settings_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(StrictDataclassClassValidationError, match=re.escape(message)):  # its cause: a ValueError
+        make_head("ctc_tdt", **overrides)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

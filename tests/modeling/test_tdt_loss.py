@@ -12,7 +12,7 @@ from torch import nn
 from transformers.loss.loss_tdt import tdt_loss as transformers_tdt_loss
 
 from avalign.modeling import tdt_kernels
-from avalign.modeling.tdt_loss import REDUCTIONS, fused_joint_tdt_loss, tdt_loss
+from avalign.modeling.tdt_loss import REDUCTIONS, fused_joint_tdt_loss, lattice_windows, tdt_loss
 
 
 # the module itself: `avalign.modeling.tdt_loss` as an attribute is the function the package re-exports
@@ -342,3 +342,99 @@ def test_fused_joint_loss_recomputes_under_the_forward_autocast():
     for fused_grad, unfused_grad, tolerance in zip(torch.autograd.grad(fused, inputs),
                                                    torch.autograd.grad(unfused, inputs), [1e-4, 1e-4, 2e-2, 2e-2]):
         assert (fused_grad - unfused_grad).abs().max() <= tolerance * unfused_grad.abs().max()
+
+
+# ------------------------------------------------------------------------------------------- the pruned loss
+
+
+def windowed_enumeration(joint, vocab, targets, logit_lengths, target_lengths, blank_token_id, durations, windows):
+    """-log of the summed weight of the paths that stay inside the windows: every path enumerated, the states
+    outside them taken out of the lattice (their token log-probs -inf)."""
+    starts, widths = windows
+    u = torch.arange(joint.shape[2])
+    inside = (u >= starts[..., None]) & (u < (starts + widths[:, None])[..., None])  # (B, T, U+1)
+    token_log_probs = joint[..., :vocab].log_softmax(-1).masked_fill(~inside[..., None], -math.inf)
+    duration_log_probs = joint[..., vocab:].log_softmax(-1)
+    return -torch.stack([
+        enumerated_log_likelihood(token_log_probs[b], duration_log_probs[b], targets[b].tolist(),
+                                  int(logit_lengths[b]), int(target_lengths[b]), blank_token_id, durations)
+        for b in range(len(targets))
+    ])
+
+
+def pruning_setup(durations=(0, 1, 2), seed=0):
+    """A joint of 3 utterances (7, 6, 5 frames; 4, 2, 0 labels) and CTC-like frame logits to place the windows."""
+    torch.manual_seed(seed)
+    hidden, vocab = 6, 6
+    encoder_states = torch.randn(3, 7, hidden, dtype=torch.float64, requires_grad=True)
+    decoder_states = torch.randn(3, 5, hidden, dtype=torch.float64, requires_grad=True)
+    head = nn.Linear(hidden, vocab + len(durations)).double()
+    arguments = dict(targets=torch.randint(0, vocab - 1, (3, 4)), logit_lengths=torch.tensor([7, 6, 5]),
+                     target_lengths=torch.tensor([4, 2, 0]), blank_token_id=vocab - 1, durations=list(durations))
+    frame_logits = torch.randn(3, 7, vocab) * 3
+    return encoder_states, decoder_states, head, arguments, vocab, frame_logits
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_pruned_loss_and_gradients_equal_enumeration_of_the_paths_inside_the_windows(width):
+    encoder_states, decoder_states, head, arguments, vocab, frame_logits = pruning_setup()
+    lengths = {k: arguments[k] for k in ("targets", "logit_lengths", "target_lengths", "blank_token_id")}
+    windows = lattice_windows(frame_logits, width=width, **lengths)
+    assert windows.widths[0] == width and windows.starts[0].any()  # the first utterance's 5 states are pruned
+    inputs = [encoder_states, decoder_states, *head.parameters()]
+    pruned = fused_joint_tdt_loss(encoder_states, decoder_states, head, torch.relu, windows=windows,
+                                  reduction="none", **arguments)
+    joint = head(torch.relu(encoder_states[:, :, None] + decoder_states[:, None]))
+    expected = windowed_enumeration(joint, vocab, **arguments, windows=windows)
+    exact = tdt_loss(joint[..., :vocab], joint[..., vocab:], reduction="none", **arguments)
+    assert torch.isfinite(pruned).all() and pruned[0] > exact[0] + 1e-6  # fewer paths: a larger loss
+    torch.testing.assert_close(pruned, expected, rtol=1e-9, atol=1e-9)
+    for grad, expected_grad in zip(torch.autograd.grad(pruned.sum(), inputs), torch.autograd.grad(expected.sum(), inputs)):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-7, atol=1e-9)
+
+
+def test_windows_as_wide_as_the_lattice_give_the_exact_loss():
+    encoder_states, decoder_states, head, arguments, vocab, frame_logits = pruning_setup(durations=(0, 1, 2, 3))
+    lengths = {k: arguments[k] for k in ("targets", "logit_lengths", "target_lengths", "blank_token_id")}
+    windows = lattice_windows(frame_logits, width=5, **lengths)
+    assert windows.widths.tolist() == [5, 3, 1] and not windows.starts.any()
+    inputs = [encoder_states, decoder_states, *head.parameters()]
+    pruned = fused_joint_tdt_loss(encoder_states, decoder_states, head, torch.tanh, windows=windows, **arguments)
+    exact = fused_joint_tdt_loss(encoder_states, decoder_states, head, torch.tanh, **arguments)
+    torch.testing.assert_close(pruned, exact, rtol=1e-12, atol=0)
+    for grad, exact_grad in zip(torch.autograd.grad(pruned, inputs), torch.autograd.grad(exact, inputs)):
+        torch.testing.assert_close(grad, exact_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_lattice_windows_follow_the_frame_alignment_and_stay_connected():
+    frames, labels, width, blank = 40, 12, 4, 9
+    targets = torch.randint(0, blank, (2, labels), generator=torch.Generator().manual_seed(0))
+    frame_logits = torch.full((2, frames, blank + 1), -8.0)
+    frame_logits[..., blank] = 0.0
+    spikes = torch.arange(labels) * 3 + 2  # label u peaks at frame 3u + 2
+    frame_logits[0, spikes, targets[0]] = 8.0
+    frame_logits[1, spikes, targets[1]] = 8.0
+    windows = lattice_windows(frame_logits, targets, torch.tensor([frames, 30]), torch.tensor([labels, labels]),
+                              blank, width)
+    starts, ends = windows.starts, windows.starts + windows.widths[:, None]
+    for t in range(frames):  # the alignment's state at frame t: labels emitted before it (and at it)
+        emitted = int((spikes < t).sum())
+        assert starts[0, t] <= emitted < ends[0, t]
+    for b, length in enumerate([frames, 30]):
+        s = starts[b, :length]
+        assert s[0] == 0 and ends[b, length - 1] == labels + 1  # from (0, 0) to the last state
+        assert ((s[1:] - s[:-1]) >= 0).all() and ((s[1:] - s[:-1]) <= width - 1).all()
+
+
+def test_pruning_rejects_bad_input():
+    encoder_states, decoder_states, head, arguments, vocab, frame_logits = pruning_setup()
+    lengths = {k: arguments[k] for k in ("targets", "logit_lengths", "target_lengths", "blank_token_id")}
+    with pytest.raises(ValueError, match="pruning width must be >= 2"):
+        lattice_windows(frame_logits, width=1, **lengths)
+    windows = lattice_windows(frame_logits, width=3, **lengths)
+    with pytest.raises(ValueError, match="needs durations 0 and 1"):
+        fused_joint_tdt_loss(encoder_states, decoder_states, head, torch.relu, windows=windows,
+                             **{**arguments, "durations": [1, 2, 3]})
+    shifted = windows._replace(starts=windows.starts + 3)
+    with pytest.raises(ValueError, match=r"window \[3, 6\) of utterance 0, frame 0 lies outside its states \[0, 5\)"):
+        fused_joint_tdt_loss(encoder_states, decoder_states, head, torch.relu, windows=shifted, **arguments)
