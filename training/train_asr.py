@@ -52,6 +52,9 @@ class ASRArguments:
     durations: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     sigma: float = 0.0
     ctc_loss_weight: float = 0.3
+    tdt_prune_range: int | None = field(default=None, metadata={
+        "help": "None: the exact TDT loss; k >= 2: the pruned loss over k states per frame, in windows the CTC "
+                "head's posteriors place (needs ctc_loss_weight > 0)"})  # fmt: skip
     lora_rank: int = field(default=0, metadata={"help": "0: full fine-tuning; > 0: LoRA on the encoder"})
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -86,6 +89,7 @@ def build_model(args: ASRArguments, tokenizer, augmentation: AugmentationArgumen
         blank_token_id=tokenizer.pad_token_id,
         decoder_hidden_size=args.decoder_hidden_size, num_decoder_layers=args.num_decoder_layers,
         durations=args.durations, sigma=args.sigma, ctc_loss_weight=args.ctc_loss_weight, targets=args.targets,
+        tdt_prune_range=args.tdt_prune_range,
     )  # fmt: skip
     model = FastConformerForCTCTDT(config)
     model.load_encoder_state(encoder)
