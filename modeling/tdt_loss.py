@@ -21,7 +21,9 @@ clamped there, and gradient entries at that level (below ~3e-38 in float32) are 
 skips the rows of states whose occupancy is that small.
 """
 
+import contextlib
 import functools
+import itertools
 import math
 from typing import NamedTuple
 
@@ -195,18 +197,18 @@ def _token_statistics(token_logits, label_ids, blank_token_id):
 
 class _TokenGradient(NamedTuple):
     """d loss / d token_logits in per-state form (B, T, U+1), scaled by the incoming gradient: softmax * occupancy
-    minus the blank and label arc occupancies at their ids."""
+    minus the blank and label arc occupancies at their ids. A chunk's own has (nt, n_u) tensors and a sign a frame."""
 
     softmax_shift: torch.Tensor  # log-normaliser - log|occupancy|: softmax * |occupancy| = exp(logits - shift)
     blank_occupancy: torch.Tensor
     label_occupancy: torch.Tensor
     significant: torch.Tensor  # bool: |occupancy| above the flush level (all other rows are zero)
-    negative: list[bool]  # (B,) the sign of each utterance's incoming gradient
+    negative: list[bool]  # (B,) the sign of each utterance's incoming gradient ((nt,) of each frame's in a chunk)
 
-    def chunk(self, b, t0, t1, rows):
-        """The gradient of frames [t0, t1) of utterance b at their rows (1 or t1 - t0, n_u): (nt, n_u) tensors."""
-        index = rows.expand(t1 - t0, -1)
-        return _TokenGradient(*(x[b, t0:t1].gather(-1, index) for x in self[:4]), negative=[self.negative[b]])
+    def chunk(self, states, utterances):
+        """The gradient at `states` (nt, n_u), flat ids into (B, T, U+1), of frames of `utterances` (nt,)."""
+        return _TokenGradient(*(x.reshape(-1)[states] for x in self[:4]),
+                              negative=[self.negative[b] for b in utterances.tolist()])
 
 
 def _chunk_lengths(token_logits):
@@ -217,21 +219,21 @@ def _chunk_lengths(token_logits):
 
 def _token_logits_grad(token_logits, gradient, label_ids, blank_token_id, out):
     """Write the gradient of a chunk of token logits (nt, n_u, V) into `out`, from `gradient`, the chunk's own
-    `_TokenGradient` ((nt, n_u) tensors, one sign); label_ids (1 or nt, n_u) are the labels emitted from its rows.
-    Entries below the flush level come out as 0."""
+    `_TokenGradient`; label_ids (1 or nt, n_u) are the labels emitted from its rows. Entries below the flush level
+    come out as 0."""
     kernels = kernels_for(token_logits)
     label_ids = label_ids.expand(token_logits.shape[0], -1)
     if kernels is not None and out.stride(-1) == 1 and out.dtype == token_logits.dtype:
         frames, labels = _chunk_lengths(token_logits)
-        per_frame = _TokenGradient(*[x[:, None] for x in gradient[:4]], negative=gradient.negative * len(frames))
+        per_frame = _TokenGradient(*[x[:, None] for x in gradient[:4]], negative=gradient.negative)
         compiled_token_gradient(kernels, token_logits[:, None], per_frame, label_ids, frames, labels,
                                 blank_token_id, out[:, None])
         return
     dtype = _compute_dtype(out.dtype)
     work = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
     _exp_(torch.sub(token_logits, gradient.softmax_shift[..., None], out=work), flush=True)
-    if gradient.negative[0]:
-        work.neg_()
+    if any(gradient.negative):
+        work[torch.tensor(gradient.negative, device=work.device)] *= -1
     work[..., blank_token_id].sub_(gradient.blank_occupancy)
     work.scatter_add_(-1, label_ids[..., None], -gradient.label_occupancy[..., None])
     if work is not out:
@@ -494,9 +496,9 @@ class _TDTLoss(torch.autograd.Function):
                 token_grad[b, t0:t1, u1:].zero_()
                 if u0 < u1:
                     state = (b, slice(t0, t1), slice(u0, u1))
-                    rows = torch.arange(u0, u1, device=token_logits.device)[None]
-                    _token_logits_grad(token_logits[state], token_gradient.chunk(b, t0, t1, rows), label_ids[b, rows],
-                                       ctx.blank_token_id, out=token_grad[state])
+                    chunk = _Chunk.of_frames(b, t0, t1, u0, u1, token_logits.shape[1:3], token_logits.device)
+                    _token_logits_grad(token_logits[state], token_gradient.chunk(chunk.states, chunk.utterances),
+                                       label_ids[b, u0:u1], ctx.blank_token_id, out=token_grad[state])
         duration_grad = duration_grad.to(ctx.duration_dtype) if ctx.needs_input_grad[1] else None
         return token_grad, duration_grad, None, None, None, None, None, None, None
 
@@ -567,27 +569,59 @@ def _joint_logits(encoder_states, decoder_states, weight, bias, activation):
     return F.linear(activation(encoder_states[:, None] + decoder_states), weight, bias)
 
 
-def _joint_chunks(logit_lengths, target_lengths, positions_per_chunk, windows=None, significant=None):
-    """Yield (b, t0, t1, rows): frames [t0, t1) of utterance b (~positions_per_chunk joint positions) and the
-    decoder rows of each frame, a long tensor (1 or t1 - t0, n_u): every row of the utterance, with `significant`
-    (B, T, U+1) bool the span of its True rows, or with `windows` each frame's window."""
+class _Chunk(NamedTuple):
+    """Joint positions computed at once: N frames of the lattice (B, T, U+1) and n_u rows (states u) of each."""
+
+    frames: torch.Tensor  # (N,) flat frame ids b * T + t
+    utterances: torch.Tensor  # (N,) b of each frame
+    rows: torch.Tensor  # (1 or N, n_u) the states u of each frame (1: the same for every frame)
+    states: torch.Tensor  # (N, n_u) flat state ids into (B, T, U+1)
+    decoder_rows: torch.Tensor  # (1 or N, n_u) flat ids into the (B, U+1) decoder states (and labels)
+
+    @classmethod
+    def of_frames(cls, b, t0, t1, u0, u1, lattice_shape, device):
+        """Frames [t0, t1) of utterance b, rows [u0, u1) of each."""
+        max_t, max_u1 = lattice_shape
+        frames = b * max_t + torch.arange(t0, t1, device=device)
+        return cls.of_rows(frames, torch.full_like(frames, b), torch.arange(u0, u1, device=device)[None], max_u1)
+
+    @classmethod
+    def of_rows(cls, frames, utterances, rows, max_u1):
+        decoder_rows = (utterances[:1] if len(rows) == 1 else utterances)[:, None] * max_u1 + rows
+        return cls(frames, utterances, rows, frames[:, None] * max_u1 + rows, decoder_rows)
+
+
+def _joint_chunks(logit_lengths, target_lengths, lattice_shape, positions_per_chunk, windows=None, significant=None):
+    """Yield `_Chunk`s of ~positions_per_chunk joint positions: without `windows`, frames of one utterance at a time
+    with every row of it (with `significant` (B, T, U+1) bool, the span of its True rows); with `windows`, each
+    frame's window, frames of every utterance whose windows have one width together."""
     device = logit_lengths.device
     if windows is None:
         for b, t0, t1, u0, u1 in _frame_chunks(logit_lengths, target_lengths, positions_per_chunk, significant):
-            yield b, t0, t1, torch.arange(u0, u1, device=device)[None]
+            yield _Chunk.of_frames(b, t0, t1, u0, u1, lattice_shape, device)
         return
-    for b, (frames, width) in enumerate(zip(logit_lengths.tolist(), windows.widths.tolist())):
+    max_t, max_u1 = lattice_shape
+    in_utterance = torch.arange(max_t, device=device)[None] < logit_lengths[:, None]  # (B, T)
+    for width in windows.widths.unique().tolist():
+        utterances, times = (in_utterance & (windows.widths[:, None] == width)).nonzero(as_tuple=True)
         step, offsets = max(1, positions_per_chunk // width), torch.arange(width, device=device)
-        for t0 in range(0, frames, step):
-            t1 = min(t0 + step, frames)
-            yield b, t0, t1, windows.starts[b, t0:t1, None] + offsets
+        for first in range(0, len(utterances), step):
+            b, t = utterances[first : first + step], times[first : first + step]
+            yield _Chunk.of_rows(b * max_t + t, b, windows.starts[b, t, None] + offsets, max_u1)
+
+
+def _joint_inputs(frames, decoder_rows, weight, bias, chunk, needs_grad):
+    """The joint's inputs at a chunk: encoder frames (N, H), decoder rows (1 or N, n_u, H), the head's weight and bias;
+    those flagged in needs_grad (4 bools, or none) as fresh leaves that require grad."""
+    inputs = [frames[chunk.frames], decoder_rows[chunk.decoder_rows], weight, bias]
+    return [x.detach().requires_grad_() if need else x for x, need in itertools.zip_longest(inputs, needs_grad[:4])]
 
 
 class _FusedJointTDTLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, encoder_states, decoder_states, weight, bias, activation, targets, logit_lengths,
                 target_lengths, blank_token_id, durations, sigma, zero_infinity, chunk_size, windows):
-        batch, max_t, _ = encoder_states.shape
+        batch, max_t, hidden = encoder_states.shape
         max_u1, vocab_size = decoder_states.shape[1], weight.shape[0] - len(durations)
         label_ids = _label_ids(targets, target_lengths, blank_token_id)
         dtype = _compute_dtype(encoder_states.dtype)
@@ -597,19 +631,27 @@ class _FusedJointTDTLoss(torch.autograd.Function):
             statistics[1:] = NEG_INF
         duration_logits = encoder_states.new_zeros((batch, max_t, max_u1, len(durations)), dtype=dtype)
         finite = torch.ones((batch, max_t, max_u1), dtype=torch.bool, device=encoder_states.device)
+        frames, decoder_rows = encoder_states.reshape(-1, hidden), decoder_states.reshape(-1, hidden)
 
         def joint_at(b, t, u):  # (V+D,) one joint output, to name a non-finite logit
             encoder_frame, decoder_state = encoder_states[b, t : t + 1], decoder_states[b, u : u + 1]
             return _joint_logits(encoder_frame, decoder_state[None], weight, bias, activation)[0, 0]
 
-        for b, t0, t1, rows in _joint_chunks(logit_lengths, target_lengths, chunk_size, windows):
-            logits = _joint_logits(encoder_states[b, t0:t1], decoder_states[b, rows], weight, bias, activation)
-            chunk_statistics = _token_statistics(logits[..., :vocab_size], label_ids[b, rows], blank_token_id)
-            index = rows.expand(t1 - t0, -1)  # (nt, n_u)
+        # a pruned joint is small: its chunks keep their graphs for backward; the whole joint's are recomputed
+        keep, ctx.kept = windows is not None and any(ctx.needs_input_grad[:4]), []
+        chunks = _joint_chunks(logit_lengths, target_lengths, (max_t, max_u1), chunk_size, windows)
+        for chunk in chunks:
+            inputs = _joint_inputs(frames, decoder_rows, weight, bias, chunk, ctx.needs_input_grad if keep else ())
+            with torch.enable_grad() if keep else contextlib.nullcontext():
+                logits = _joint_logits(*inputs, activation)  # (N, n_u, V+D)
+            if keep:
+                ctx.kept.append((inputs, logits))
+                logits = logits.detach()
+            chunk_statistics = _token_statistics(logits[..., :vocab_size], label_ids.view(-1)[chunk.decoder_rows],
+                                                 blank_token_id)
             for per_state, values in zip((*statistics, finite), chunk_statistics):
-                per_state[b, t0:t1].scatter_(-1, index, values.to(per_state.dtype))
-            duration_index = index[..., None].expand(-1, -1, len(durations))
-            duration_logits[b, t0:t1].scatter_(1, duration_index, logits[..., vocab_size:].to(dtype))
+                per_state.view(-1)[chunk.states] = values.to(per_state.dtype)
+            duration_logits.view(-1, len(durations))[chunk.states] = logits[..., vocab_size:].to(dtype)
         _check_finite("joint token logits", finite, lambda b, t, u: joint_at(b, t, u)[:vocab_size])
         log_normalizer, blank_logit, label_logit = statistics
         lattice, finite = _Lattice.from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, sigma,
@@ -635,31 +677,35 @@ class _FusedJointTDTLoss(torch.autograd.Function):
         token_gradient, duration_grad = _state_gradients(
             lattice, log_normalizer, log_alpha, log_likelihood, grad_losses
         )
-        n_durations = duration_grad.shape[-1]
+        n_durations, hidden = duration_grad.shape[-1], encoder_states.shape[-1]
         vocab_size = weight.shape[0] - n_durations
         needs = ctx.needs_input_grad[:4]
         parameters = (encoder_states, decoder_states, weight, bias)
-        grads = [torch.zeros_like(x) if need else None for x, need in zip(parameters, needs)]
-        chunks = _joint_chunks(lattice.logit_lengths, lattice.target_lengths, ctx.chunk_size, ctx.windows,
-                               significant=token_gradient.significant)
-        for b, t0, t1, rows in chunks if any(needs) else ():
-            if rows.numel() == 0:
+        grads = [x.new_zeros(x.shape) if need else None for x, need in zip(parameters, needs)]  # contiguous
+        frames, decoder_rows = encoder_states.reshape(-1, hidden), decoder_states.reshape(-1, hidden)
+        chunks = _joint_chunks(lattice.logit_lengths, lattice.target_lengths, log_alpha.shape[1:], ctx.chunk_size,
+                               ctx.windows, significant=None if ctx.kept else token_gradient.significant)
+        kept = iter(ctx.kept)
+        for chunk in chunks if any(needs) else ():
+            if chunk.rows.shape[-1] == 0:
                 continue
-            inputs = [encoder_states[b, t0:t1], decoder_states[b, rows], weight, bias]
-            inputs = [x.detach().requires_grad_(need) if need else x for x, need in zip(inputs, needs)]
-            with torch.enable_grad(), torch.autocast(**ctx.autocast):  # recompute exactly as the forward did
-                logits = _joint_logits(*inputs, ctx.activation)  # (nt, n_u, V+D)
+            if ctx.kept:
+                inputs, logits = next(kept)
+            else:
+                inputs = _joint_inputs(frames, decoder_rows, weight, bias, chunk, needs)
+                with torch.enable_grad(), torch.autocast(**ctx.autocast):  # recompute exactly as the forward did
+                    logits = _joint_logits(*inputs, ctx.activation)  # (N, n_u, V+D)
             grad_logits = torch.empty_like(logits)
-            _token_logits_grad(logits[..., :vocab_size].detach(), token_gradient.chunk(b, t0, t1, rows),
-                               label_ids[b, rows], ctx.blank_token_id, out=grad_logits[..., :vocab_size])
-            duration_index = rows.expand(t1 - t0, -1)[..., None].expand(-1, -1, n_durations)
-            grad_logits[..., vocab_size:] = duration_grad[b, t0:t1].gather(1, duration_index)
+            _token_logits_grad(logits[..., :vocab_size].detach(), token_gradient.chunk(chunk.states, chunk.utterances),
+                               label_ids.view(-1)[chunk.decoder_rows], ctx.blank_token_id,
+                               out=grad_logits[..., :vocab_size])
+            grad_logits[..., vocab_size:] = duration_grad.reshape(-1, n_durations)[chunk.states]
             chunk_grads = iter(torch.autograd.grad(logits, [x for x, need in zip(inputs, needs) if need], grad_logits))
-            if needs[0]:  # frames [t0, t1) of b
-                grads[0][b, t0:t1] += next(chunk_grads)
-            if needs[1]:  # each row's gradient summed into its decoder state
-                grads[1][b].index_add_(0, rows.flatten(), next(chunk_grads).flatten(0, 1))
-            for grad, need in zip(grads[2:], needs[2:]):  # the head's, from every chunk
+            # each frame's and each decoder row's gradient summed into its own; the head's from every chunk
+            for grad, rows, need in zip(grads, (chunk.frames, chunk.decoder_rows), needs):
+                if need:
+                    grad.view(-1, hidden).index_add_(0, rows.flatten(), next(chunk_grads).reshape(-1, hidden))
+            for grad, need in zip(grads[2:], needs[2:]):
                 if need:
                     grad += next(chunk_grads)
         return (*grads, *[None] * 10)
@@ -686,7 +732,8 @@ def fused_joint_tdt_loss(
 
     Backward recomputes each chunk of the joint (under the forward's autocast state; only chunks holding states of
     non-negligible occupancy) and accumulates the gradients of encoder_states, decoder_states and the head's weight
-    and bias; memory beyond them is O(chunk_size * (H + V + D) + B * T * (U+1) * D).
+    and bias; memory beyond them is O(chunk_size * (H + V + D) + B * T * (U+1) * D). With `windows` the joint exists
+    at B * T * width positions only, and the forward's chunks are kept for backward instead of recomputed.
 
     Args:
         encoder_states: (B, T, H) encoder output, already projected to the joint size (encoder_projector).
