@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "tdt_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp"]  # OpenMP: torch's libgomp
-ABI_VERSION = 3
+ABI_VERSION = 4
 MAX_KERNEL_DURATIONS = 32  # the kernels keep up to 2 arcs per duration on the stack
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
@@ -41,8 +41,8 @@ _i64, _ptr, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
 SIGNATURES = {
     "avalign_tdt_token_statistics": [_ptr, _int] + [_i64] * 7 + [_ptr] * 3 + [_i64] + [_ptr] * 4 + [_int],
     "avalign_tdt_token_gradient": [_ptr, _int] + [_i64] * 7 + [_ptr] + [_i64] * 3 + [_ptr] * 8 + [_i64, _int],
-    "avalign_tdt_log_alpha": [_ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 3 + [_int],
-    "avalign_tdt_log_beta": [_ptr, _ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 3 + [_int],
+    "avalign_tdt_log_alpha": [_ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 5 + [_int],
+    "avalign_tdt_log_beta": [_ptr, _ptr, _ptr, _ptr] + [_i64] * 4 + [_ptr] * 5 + [_int],
     "avalign_tdt_arcs": [_ptr] * 5 + [_i64, ctypes.c_double] + [_i64] * 3 + [_ptr] * 7 + [_int],
     "avalign_tdt_state_gradients": [_ptr] * 9 + [_i64] * 4 + [_ptr] * 2 + [ctypes.c_double] + [_ptr] * 5 + [_int],
     "avalign_advise_huge_pages": [_ptr, _i64],
@@ -229,23 +229,33 @@ def compiled_token_gradient(lib, token_logits, gradient, label_ids, logit_length
     )
 
 
-def compiled_log_alpha(lib, blank, label, durations, logit_lengths, target_lengths):
-    """(B, T, U+1, D) float64 arc log-weights and the (D,) durations -> alpha (B, T, U+1), -inf outside."""
+def _row_spans(rows):
+    """A pruned lattice's (start, end) rows per frame, (B, T) each, as int64 arrays (None: every row) and pointers."""
+    spans = _indices(*rows) if rows is not None else []
+    return spans, [_p(x) for x in spans] or [None, None]
+
+
+def compiled_log_alpha(lib, blank, label, durations, logit_lengths, target_lengths, rows=None):
+    """(B, T, U+1, D) float64 arc log-weights and the (D,) durations -> alpha (B, T, U+1), -inf outside the
+    utterances (and outside rows = (start, end), (B, T) each, where given)."""
     alpha = torch.empty(blank.shape[:3], dtype=torch.float64)
     blank, label = blank.contiguous(), label.contiguous()
     durations, frames, labels = _indices(durations, logit_lengths, target_lengths)
+    spans, span_pointers = _row_spans(rows)
     lib.avalign_tdt_log_alpha(_p(blank), _p(label), _p(durations), len(durations), *blank.shape[:3], _p(frames),
-                              _p(labels), _p(alpha), _threads())
+                              _p(labels), *span_pointers, _p(alpha), _threads())
     return alpha
 
 
-def compiled_log_beta(lib, blank, label, final, durations, logit_lengths, target_lengths):
-    """Arc log-weights (B, T, U+1, D) and the end log-weights (B, T, U+1) -> beta (B, T, U+1), -inf outside."""
+def compiled_log_beta(lib, blank, label, final, durations, logit_lengths, target_lengths, rows=None):
+    """Arc log-weights (B, T, U+1, D) and the end log-weights (B, T, U+1) -> beta (B, T, U+1), -inf outside the
+    utterances (and outside rows, as for alpha)."""
     beta = torch.empty(blank.shape[:3], dtype=torch.float64)
     blank, label, final = blank.contiguous(), label.contiguous(), final.contiguous()
     durations, frames, labels = _indices(durations, logit_lengths, target_lengths)
+    spans, span_pointers = _row_spans(rows)
     lib.avalign_tdt_log_beta(_p(blank), _p(label), _p(final), _p(durations), len(durations), *blank.shape[:3],
-                             _p(frames), _p(labels), _p(beta), _threads())
+                             _p(frames), _p(labels), *span_pointers, _p(beta), _threads())
     return beta
 
 

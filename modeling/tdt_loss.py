@@ -254,6 +254,7 @@ class _Lattice:
     def __init__(self, blank, label, final, duration_log_probs, durations, logit_lengths, target_lengths, kernels):
         self.blank, self.label, self.final, self.duration_log_probs = blank, label, final, duration_log_probs
         self.kernels = kernels
+        self.rows = None  # a pruned lattice's rows per frame, (start, end) (B, T): the compiled recursions skip others
         self.durations = torch.tensor(durations, device=blank.device)
         self.positive = (self.durations > 0).nonzero()[:, 0]  # indices j with d_j > 0
         self.steps = self.durations[self.positive]  # (D+,)
@@ -320,7 +321,7 @@ class _Lattice:
         """(B, T, U+1): log-weight of all partial paths from (0, 0) to each state."""
         if self.kernels is not None:
             return compiled_log_alpha(self.kernels, self.blank, self.label, self.durations, self.logit_lengths,
-                                      self.target_lengths)
+                                      self.target_lengths, self.rows)
         batch, max_t, max_u1, _ = self.blank.shape
         pad, step_index = self.max_step, torch.arange(len(self.steps), device=self.blank.device)
         sources = torch.arange(max_t, device=self.blank.device)[:, None] + pad - self.steps  # (T, D+) padded rows
@@ -345,7 +346,7 @@ class _Lattice:
         """(B, T, U+1): log-weight of all partial paths from each state to the end of its utterance."""
         if self.kernels is not None:
             return compiled_log_beta(self.kernels, self.blank, self.label, self.final, self.durations,
-                                     self.logit_lengths, self.target_lengths)
+                                     self.logit_lengths, self.target_lengths, self.rows)
         batch, max_t, max_u1, _ = self.blank.shape
         # arcs leaving (t, u) to frame t + d: blank to (t + d, u), label to (t + d, u + 1)
         leaving = torch.cat([self._arcs_by_step(self.blank), self._arcs_by_step(self.label)], dim=2)  # (B,T,2D+,U+1)
@@ -656,6 +657,8 @@ class _FusedJointTDTLoss(torch.autograd.Function):
         log_normalizer, blank_logit, label_logit = statistics
         lattice, finite = _Lattice.from_statistics(log_normalizer, blank_logit, label_logit, duration_logits, sigma,
                                                    durations, logit_lengths, target_lengths)
+        if windows is not None:
+            lattice.rows = (windows.starts, windows.starts + windows.widths[:, None])
         _check_finite("joint duration logits", finite, lambda b, t, u: joint_at(b, t, u)[vocab_size:])
         losses, log_alpha, log_likelihood = _losses(lattice, zero_infinity)
         ctx.save_for_backward(encoder_states, decoder_states, weight, bias, log_normalizer, label_ids, log_alpha,

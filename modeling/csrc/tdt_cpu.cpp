@@ -293,7 +293,7 @@ template <typename Body> void for_utterances(int64_t batch, int threads, Body bo
 
 extern "C" {
 
-int avalign_tdt_abi_version() { return 3; }
+int avalign_tdt_abi_version() { return 4; }
 
 // Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh buffer, before anything touches it: a
 // gradient of 200 MB otherwise costs ~50k page faults, more time than the kernel that writes it.
@@ -415,7 +415,21 @@ void avalign_tdt_state_gradients(const double* blank, const double* label, const
             const int64_t first = (b * max_t + t) * max_u1 + u0, n = std::min<int64_t>(DLANES, max_u1 - u0);
             const int64_t in_utterance = t < frames[b] ? std::min<int64_t>(n, labels[b] + 1 - u0) : 0;  // lanes
             vd source = splat(-HUGE_VAL);
-            for (int64_t k = 0; k < in_utterance; ++k) source[k] = alpha[first + k] - total;
+            bool reached = false;
+            for (int64_t k = 0; k < in_utterance; ++k) {
+                source[k] = alpha[first + k] - total;
+                reached |= source[k] > -INFINITY;
+            }
+            if (!reached) {  // no path reaches these states (e.g. outside a pruned lattice's windows): no gradient
+                for (int64_t k = 0; k < n; ++k) {
+                    const int64_t state = first + k;
+                    for (int64_t j = 0; j < D; ++j) duration_grad[state * D + j] = 0.0;
+                    blank_occupancy[state] = label_occupancy[state] = 0.0;
+                    softmax_shift[state] = INFINITY;
+                    significant[state] = 0;
+                }
+                continue;
+            }
             // per duration: the blank and label arcs' occupancies and p(d_j), one state per lane
             vd blank_arcs[MAX_DURATIONS], label_arcs[MAX_DURATIONS], blank_sum = vd{}, label_sum = vd{};
             for (int64_t j = 0; j < D; ++j) {
@@ -456,18 +470,27 @@ void avalign_tdt_state_gradients(const double* blank, const double* label, const
     });
 }
 
+// A pruned lattice's states: frame t of utterance b keeps u in [row_start[b, t], row_end[b, t]) ((B, T) int64 each);
+// nullptr for every state. The recursions leave the others at -inf.
+inline int64_t first_row(const int64_t* row_start, int64_t b, int64_t t, int64_t max_t) {
+    return row_start ? row_start[b * max_t + t] : 0;
+}
+inline int64_t last_row(const int64_t* row_end, int64_t b, int64_t t, int64_t max_t, const int64_t* labels) {
+    return row_end ? std::min(row_end[b * max_t + t] - 1, labels[b]) : labels[b];
+}
+
 // alpha (B, T, U+1) float64: log-weight of all partial paths from (0, 0) to each state; -inf outside utterances.
 // blank, label: (B, T, U+1, D) arc log-weights (-inf where an arc does not exist); durations (D,).
 void avalign_tdt_log_alpha(const double* blank, const double* label, const int64_t* durations, int64_t n_durations,
                            int64_t batch, int64_t max_t, int64_t max_u1, const int64_t* frames, const int64_t* labels,
-                           double* alpha, int threads) {
+                           const int64_t* row_start, const int64_t* row_end, double* alpha, int threads) {
     for_utterances(batch, threads, [&](int64_t b) {
         double* a = alpha + b * max_t * max_u1;
         const double* bl = blank + b * max_t * max_u1 * n_durations;
         const double* la = label + b * max_t * max_u1 * n_durations;
         for (int64_t i = 0; i < max_t * max_u1; ++i) a[i] = -INFINITY;
         for (int64_t t = 0; t < frames[b]; ++t)
-            for (int64_t u = 0; u <= labels[b]; ++u) {
+            for (int64_t u = first_row(row_start, b, t, max_t); u <= last_row(row_end, b, t, max_t, labels); ++u) {
                 double terms[MAX_TERMS];
                 int n = 0;
                 if (t == 0 && u == 0) terms[n++] = 0.0;  // the start
@@ -486,7 +509,8 @@ void avalign_tdt_log_alpha(const double* blank, const double* label, const int64
 // log-weight of ending from each state (blank arcs that land exactly on T_b).
 void avalign_tdt_log_beta(const double* blank, const double* label, const double* final, const int64_t* durations,
                           int64_t n_durations, int64_t batch, int64_t max_t, int64_t max_u1, const int64_t* frames,
-                          const int64_t* labels, double* beta, int threads) {
+                          const int64_t* labels, const int64_t* row_start, const int64_t* row_end, double* beta,
+                          int threads) {
     for_utterances(batch, threads, [&](int64_t b) {
         const int64_t offset = b * max_t * max_u1;
         double* be = beta + offset;
@@ -494,7 +518,7 @@ void avalign_tdt_log_beta(const double* blank, const double* label, const double
         const double* la = label + offset * n_durations;
         for (int64_t i = 0; i < max_t * max_u1; ++i) be[i] = -INFINITY;
         for (int64_t t = frames[b] - 1; t >= 0; --t)
-            for (int64_t u = labels[b]; u >= 0; --u) {
+            for (int64_t u = last_row(row_end, b, t, max_t, labels); u >= first_row(row_start, b, t, max_t); --u) {
                 double terms[MAX_TERMS];
                 int n = 0;
                 terms[n++] = final[offset + t * max_u1 + u];
