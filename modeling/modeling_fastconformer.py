@@ -730,21 +730,21 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         targets, target_lengths = check_labels(labels, config.vocab_size, config.blank_token_id)
         weight = config.ctc_loss_weight
         output.loss = 0.0
-        log_probs = ctc_logits.float().log_softmax(-1) if weight > 0.0 else None  # (B, T', V)
         if weight < 1.0:  # a loss with weight 0 is not computed at all
-            output.tdt_loss = self.transducer_loss(encoder_states, lengths, targets, target_lengths, log_probs)
+            output.tdt_loss = self.transducer_loss(encoder_states, lengths, targets, target_lengths, ctc_logits)
             output.loss = output.loss + (1 - weight) * output.tdt_loss
         if weight > 0.0:
+            log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
             output.ctc_loss = F.ctc_loss(
-                log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=config.blank_token_id,
+                log_probs, targets, lengths, target_lengths, blank=config.blank_token_id,
                 reduction=config.ctc_loss_reduction, zero_infinity=config.zero_infinity,
             )
             output.loss = output.loss + weight * output.ctc_loss
         return output
 
-    def transducer_loss(self, encoder_states, encoder_lengths, targets, target_lengths, ctc_log_probs=None):
+    def transducer_loss(self, encoder_states, encoder_lengths, targets, target_lengths, ctc_logits=None):
         """TDT loss of (B, T', H) projected encoder frames against (B, U) targets (padding 0); with
-        `config.tdt_prune_range`, the pruned loss in windows that the (B, T', V) CTC log-probabilities place."""
+        `config.tdt_prune_range`, the pruned loss in windows that the (B, T', V) CTC logits place."""
         config = self.config
         start = torch.full_like(targets[:, :1], config.blank_token_id)
         decoder_states, _ = self.prediction_network(torch.cat([start, targets], dim=1))  # (B, U+1, H)
@@ -756,8 +756,8 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         if config.fuse_joint_loss:
             windows = None
             if config.tdt_prune_range is not None:
-                windows = lattice_windows(ctc_log_probs, targets, encoder_lengths, target_lengths,
-                                          config.blank_token_id, config.tdt_prune_range)
+                windows = lattice_windows(ctc_logits, targets, encoder_lengths, target_lengths, config.blank_token_id,
+                                          config.tdt_prune_range)
             return fused_joint_tdt_loss(
                 encoder_states, decoder_states, self.joint.head, self.joint.activation, windows=windows,
                 **loss_arguments,

@@ -363,7 +363,7 @@ def windowed_enumeration(joint, vocab, targets, logit_lengths, target_lengths, b
 
 
 def pruning_setup(durations=(0, 1, 2), seed=0):
-    """A joint of 3 utterances (7, 6, 5 frames; 4, 2, 0 labels) and CTC log-probabilities to place the windows."""
+    """A joint of 3 utterances (7, 6, 5 frames; 4, 2, 0 labels) and CTC-like frame logits to place the windows."""
     torch.manual_seed(seed)
     hidden, vocab = 6, 6
     encoder_states = torch.randn(3, 7, hidden, dtype=torch.float64, requires_grad=True)
@@ -371,8 +371,8 @@ def pruning_setup(durations=(0, 1, 2), seed=0):
     head = nn.Linear(hidden, vocab + len(durations)).double()
     arguments = dict(targets=torch.randint(0, vocab - 1, (3, 4)), logit_lengths=torch.tensor([7, 6, 5]),
                      target_lengths=torch.tensor([4, 2, 0]), blank_token_id=vocab - 1, durations=list(durations))
-    frame_log_probs = (torch.randn(3, 7, vocab) * 3).log_softmax(-1)
-    return encoder_states, decoder_states, head, arguments, vocab, frame_log_probs
+    frame_logits = torch.randn(3, 7, vocab) * 3
+    return encoder_states, decoder_states, head, arguments, vocab, frame_logits
 
 
 @pytest.mark.parametrize("width", [2, 3])
@@ -414,8 +414,8 @@ def test_lattice_windows_follow_the_frame_alignment_and_stay_connected():
     spikes = torch.arange(labels) * 3 + 2  # label u peaks at frame 3u + 2
     frame_logits[0, spikes, targets[0]] = 8.0
     frame_logits[1, spikes, targets[1]] = 8.0
-    windows = lattice_windows(frame_logits.log_softmax(-1), targets, torch.tensor([frames, 30]),
-                              torch.tensor([labels, labels]), blank, width)
+    windows = lattice_windows(frame_logits, targets, torch.tensor([frames, 30]), torch.tensor([labels, labels]),
+                              blank, width)
     starts, ends = windows.starts, windows.starts + windows.widths[:, None]
     for t in range(frames):  # the alignment's state at frame t: labels emitted before it (and at it)
         emitted = int((spikes < t).sum())
@@ -438,14 +438,3 @@ def test_pruning_rejects_bad_input():
     shifted = windows._replace(starts=windows.starts + 3)
     with pytest.raises(ValueError, match=r"window \[3, 6\) of utterance 0, frame 0 lies outside its states \[0, 5\)"):
         fused_joint_tdt_loss(encoder_states, decoder_states, head, torch.relu, windows=shifted, **arguments)
-
-
-def test_ctc_state_occupancy_is_a_distribution_over_states_at_every_frame():
-    log_probs = torch.randn(3, 9, 6).log_softmax(-1)
-    targets = torch.tensor([[0, 1, 1, 2], [3, 4, 0, 0], [2, 0, 0, 0]])
-    lengths = dict(logit_lengths=torch.tensor([9, 7, 3]), target_lengths=torch.tensor([4, 2, 0]))
-    occupancy = tdt_loss_module._ctc_state_occupancy(log_probs, targets, blank_token_id=5, **lengths)
-    for b, (frames, labels) in enumerate(zip(lengths["logit_lengths"].tolist(), lengths["target_lengths"].tolist())):
-        torch.testing.assert_close(occupancy[b, :frames].sum(-1), torch.ones(frames))  # one state a frame
-        assert (occupancy[b, :frames, labels + 1:] == 0).all() and (occupancy[b, frames:] == 0).all()
-        assert occupancy[b, 0, 0] > 0 and occupancy[b, frames - 1, labels] > 0  # from (0, 0) to (T_b - 1, U_b)
