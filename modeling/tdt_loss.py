@@ -23,7 +23,6 @@ skips the rows of states whose occupancy is that small.
 
 import contextlib
 import functools
-import itertools
 import math
 from typing import NamedTuple
 
@@ -613,9 +612,9 @@ def _joint_chunks(logit_lengths, target_lengths, lattice_shape, positions_per_ch
 
 def _joint_inputs(frames, decoder_rows, weight, bias, chunk, needs_grad):
     """The joint's inputs at a chunk: encoder frames (N, H), decoder rows (1 or N, n_u, H), the head's weight and bias;
-    those flagged in needs_grad (4 bools, or none) as fresh leaves that require grad."""
+    those flagged in needs_grad (4 bools) as fresh leaves that require grad."""
     inputs = [frames[chunk.frames], decoder_rows[chunk.decoder_rows], weight, bias]
-    return [x.detach().requires_grad_() if need else x for x, need in itertools.zip_longest(inputs, needs_grad[:4])]
+    return [x.detach().requires_grad_() if need else x for x, need in zip(inputs, needs_grad)]
 
 
 class _FusedJointTDTLoss(torch.autograd.Function):
@@ -640,9 +639,10 @@ class _FusedJointTDTLoss(torch.autograd.Function):
 
         # a pruned joint is small: its chunks keep their graphs for backward; the whole joint's are recomputed
         keep, ctx.kept = windows is not None and any(ctx.needs_input_grad[:4]), []
+        needs_grad = ctx.needs_input_grad[:4] if keep else (False,) * 4
         chunks = _joint_chunks(logit_lengths, target_lengths, (max_t, max_u1), chunk_size, windows)
         for chunk in chunks:
-            inputs = _joint_inputs(frames, decoder_rows, weight, bias, chunk, ctx.needs_input_grad if keep else ())
+            inputs = _joint_inputs(frames, decoder_rows, weight, bias, chunk, needs_grad)
             with torch.enable_grad() if keep else contextlib.nullcontext():
                 logits = _joint_logits(*inputs, activation)  # (N, n_u, V+D)
             if keep:
@@ -822,14 +822,14 @@ def lattice_windows(frame_logits, targets, logit_lengths, target_lengths, blank_
     targets, logit_lengths, target_lengths = _check_alignment_inputs(
         targets, logit_lengths, target_lengths, blank_token_id, (batch, max_t, targets.shape[1] + 1), vocab_size
     )
-    occupancy = _frame_lattice_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id)
     widths = (target_lengths + 1).clamp(max=width)
+    if targets.shape[1] + 1 <= width:  # every utterance fits one window
+        return LatticeWindows(torch.zeros((batch, max_t), dtype=torch.long, device=widths.device), widths)
+    occupancy = _frame_lattice_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id)
     max_start = target_lengths + 1 - widths  # (B,)
-    kept = occupancy.cumsum(-1)  # (B, T, U+1): the occupancy of the window [s, s + width) is kept[s + w - 1] - ...
-    kept = F.pad(kept, (1, 0))
-    n_starts = max(kept.shape[-1] - width, 1)
-    scores = kept[..., width : width + n_starts] - kept[..., :n_starts] if kept.shape[-1] > width else kept[..., -1:]
-    starts = torch.arange(n_starts, device=scores.device)
+    cumulative = F.pad(occupancy.cumsum(-1), (1, 0))  # (B, T, U+2): window [s, s + w) holds c[s + w] - c[s]
+    scores = cumulative[..., width:] - cumulative[..., :-width]  # (B, T, U+2-w): one per start
+    starts = torch.arange(scores.shape[-1], device=scores.device)
     scores = scores.masked_fill(starts > max_start[:, None, None], NEG_INF)
     starts = _connected_starts(scores.argmax(-1), logit_lengths, max_start, width)
     whole = (widths < width) | (max_start > (logit_lengths - 1) * (width - 1))
