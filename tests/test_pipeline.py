@@ -1,6 +1,7 @@
 """The main job end to end on the smoke preset: every stage, results.json, the report, a second run that skips, and
 the romanized-target run with its zero-shot protocol in the same directory."""
 
+import dataclasses
 import json
 
 import pytest
@@ -103,9 +104,12 @@ def test_each_report_lists_the_shared_stages_and_its_own():
         "corpus", "align", "asr/roman-aligned-f1.0", "evaluate/roman-f1.0", "deromanizer", "asr/zeroshot-bn-baseline"]
 
 
-def test_the_zero_shot_romanizer_trains_as_long_as_the_stage_3_it_is_held_against(tmp_path):
+@pytest.mark.parametrize("romanizer_steps", [600, None])
+def test_the_zero_shot_romanizer_trains_the_presets_steps_else_the_largest_stage_3s(tmp_path, romanizer_steps):
+    demo = dataclasses.replace(pipeline.PRESETS["demo"], zero_shot_romanizer_steps=romanizer_steps)
+
     class Recorder:  # a Pipeline that records what each stage would train
-        output_dir, preset, languages, calls = tmp_path, pipeline.PRESETS["demo"], ["hi", "bn", "ta", "en"], {}
+        output_dir, preset, languages, calls = tmp_path, demo, ["hi", "bn", "ta", "en"], {}
 
         def stage(self, name, done_marker, run, needs=()):
             run()
@@ -117,8 +121,38 @@ def test_the_zero_shot_romanizer_trains_as_long_as_the_stage_3_it_is_held_agains
     pipeline.run_zero_shot(recorder, tmp_path / "corpus", {"aligned": tmp_path / "align"}, tmp_path / "cache.json")
     romanizer = recorder.calls["asr/zeroshot-bn-aligned"]
     assert romanizer["languages"] == ["hi", "ta", "en"] and romanizer["targets"] == "roman"
-    assert romanizer["max_steps"] == pipeline.PRESETS["demo"].asr_max_steps[1.0] == 800
+    assert romanizer["max_steps"] == (romanizer_steps or demo.asr_max_steps[1.0])
     assert romanizer["ctc_loss_weight"] == 1.0  # the demo reads its romanizers with CTC only
+
+
+def test_the_scratch_control_runs_in_the_native_run_only():
+    demo = pipeline.PRESETS["demo"]
+    assert pipeline.systems_at(demo, 0.1) == ("aligned", "baseline", "scratch")
+    assert pipeline.systems_at(demo, 0.1, "roman") == ("aligned", "baseline")
+    assert pipeline.systems_at(demo, 1.0) == ("aligned", "baseline")
+
+
+def test_the_demos_roman_run_trains_two_stages_at_a_time_unless_told(tmp_path, monkeypatch):
+    demo = pipeline.PRESETS["demo"]
+    assert pipeline.default_jobs(demo, "roman") == 2 and pipeline.default_jobs(demo, "native") == demo.jobs == 1
+    assert pipeline.default_jobs(pipeline.PRESETS["smoke"], "roman") == 1
+    ran = []
+
+    def record(name):  # each stops the run once it is reached
+        def stop(run, *arguments):
+            ran.append((name, *arguments))
+            raise StopIteration
+
+        return stop
+
+    monkeypatch.setattr(pipeline, "run_encoders", lambda p: ran.append(("encoders",)))
+    monkeypatch.setattr(pipeline, "run_side_by_side", record("workers"))
+    monkeypatch.setattr(pipeline, "run_stages", record("stages in order"))
+    for jobs, expected in ((None, [("encoders",), ("workers", 2)]), (1, [("stages in order",)])):  # --jobs 1: no workers
+        ran.clear()
+        with pytest.raises(StopIteration):
+            pipeline.run_pipeline("demo", tmp_path, targets="roman", jobs=jobs)
+        assert ran == expected
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ def main():
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--intermediate", type=int, default=None, help="the MLP width (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--drills", action=argparse.BooleanOptionalAction, default=True,
                         help="the texts with reading drills (--no-drills: sentences only, the recipe before stop 30)")
@@ -46,7 +47,7 @@ def main():
                                            "intermediate_size": args.intermediate}.items() if v})
         results["train"] = text_lm.train_text_lm(text_lm_texts(args.run / "corpus", cache, languages, args.drills),
                                                  args.out, steps=args.steps, config=config, seed=args.seed,
-                                                 learning_rate=args.learning_rate)
+                                                 learning_rate=args.learning_rate, batch_size=args.batch_size)
     lm = args.out if args.steps else args.run / "text_lm"
     dev = load_from_disk(str(args.run / "corpus"))
     pairs = deromanize.corpus_pairs(dev, cache, splits=["dev"])
