@@ -288,8 +288,9 @@ def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
     protocol -> (corpus, romanization cache)."""
     output_dir, spec, targets = pipeline.output_dir, pipeline.preset, pipeline.targets
     corpus, encoders, cache = run_encoders(pipeline)
-    if targets == "roman":  # the text LM first: the longest stage, and one the others do not wait for
-        run_text_models(pipeline, corpus, cache)
+    if targets == "roman":  # the longest chains first, for --jobs: the text LM, and each romanizer then its unified
+        run_text_models(pipeline, corpus, cache)  # model (which waits for both); stage 3 fills in around them
+        run_zero_shot(pipeline, corpus, {system: encoders[system] for system in ("aligned", "baseline")}, cache)
     for fraction in run_fractions(spec, targets):
         for system in systems_at(spec, fraction, targets):
             encoder, name = encoders[system], fraction_dir(system, fraction, targets)
@@ -297,8 +298,6 @@ def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
                 "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
                 targets=targets, romanization_cache=cache, **asr_overrides(spec, x, s))  # fmt: skip
             pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
-    if targets == "roman":
-        run_zero_shot(pipeline, corpus, {system: encoders[system] for system in ("aligned", "baseline")}, cache)
     for fraction in run_fractions(spec, targets):
         folder = output_dir / "eval" / fraction_dir("", fraction, targets)
         pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
