@@ -10,6 +10,7 @@ H prediction-network width, U label length, V vocabulary (blank included), E ima
 """
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -609,16 +610,41 @@ def check_labels(labels: torch.Tensor, vocab_size: int, blank_token_id: int) -> 
     return labels.masked_fill(~valid, 0), valid.sum(-1)
 
 
+# model -> (weights key, _GreedyStepWeights), outside the model: deepcopy and pickle cannot copy oneDNN's packed
+# weights, and a copy must not share the original's cache anyway
+_STEP_WEIGHTS = weakref.WeakKeyDictionary()
+
+
+class _FewRowLinear:
+    """x (R, in) -> x W^T + b for a few rows R, with the weight laid out for the fastest product there is:
+    - on a CPU, oneDNN's packed layout (`mkldnn._linear_pointwise`): at R = 16, 640 -> 2560, 0.37 ms against 0.96 ms
+      for MKL's sgemm on an AMD EPYC (2 threads; MKL picks a slow path for so few rows there);
+    - elsewhere, (in, out) for addmm: MKL multiplies a few rows by it several times faster than by the (out, in) one
+      nn.Linear keeps on Intel CPUs (16 x 640 by 640 -> 2560: 0.36 ms against 1.54 ms, benchmarks/README.md).
+    weight (out, in); bias (out,) or None.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int = 16):
+        self.bias, self.packed, self.in_out = bias, None, None
+        if weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
+        else:
+            self.in_out = weight.detach().t().contiguous()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return x @ self.in_out if self.bias is None else torch.addmm(self.bias, x, self.in_out)
+
+
 class _GreedyStepWeights:
     """The prediction network's and the joint's weights laid out for decoding steps of a few rows.
 
     Decoding multiplies a few rows at a time by weights too large for the caches, so it is bound by reading them:
-    - MKL multiplies a few rows by an (in, out) matrix several times faster than by the (out, in) one nn.Linear
-      keeps (16 x 640 by 640 -> 2560: 0.36 ms against 1.54 ms, benchmarks/README.md): every weight here is (in, out);
-    - the first LSTM layer's input product depends on the token alone: `token_gates` (V, 4H) holds it for every
-      token, biases included, so a step reads only the hidden weights (half the bytes at one layer).
-    Built once per set of weights (`for_model` keys it on each parameter's storage and version: an optimiser step
-    or a load makes a new one).
+    every product goes through `_FewRowLinear`, and the first LSTM layer's input product depends on the token alone:
+    `token_gates` (V, 4H) holds it for every token, biases included, so a step reads only the hidden weights (half
+    the bytes at one layer). Built once per set of weights (`for_model` keys it on each parameter's storage and
+    version: an optimiser step or a load makes a new one).
     """
 
     def __init__(self, model: "FastConformerForCTCTDT"):
@@ -626,31 +652,28 @@ class _GreedyStepWeights:
         biases = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in range(lstm.num_layers)]
         self.token_gates = torch.addmm(biases[0], decoder.embedding.weight, lstm.weight_ih_l0.t())  # (V, 4H)
         layers = range(1, lstm.num_layers)
-        self.input_weights = [None] + [getattr(lstm, f"weight_ih_l{k}").t().contiguous() for k in layers]
-        self.hidden_weights = [getattr(lstm, f"weight_hh_l{k}").t().contiguous() for k in range(lstm.num_layers)]
-        self.biases = [None] + biases[1:]
-        self.projector = (decoder.decoder_projector.weight.t().contiguous(), decoder.decoder_projector.bias)
-        self.head = (model.joint.head.weight.t().contiguous(), model.joint.head.bias)
-        self.activation = model.joint.activation
+        self.input_products = [None] + [_FewRowLinear(getattr(lstm, f"weight_ih_l{k}"), biases[k]) for k in layers]
+        self.hidden_products = [_FewRowLinear(getattr(lstm, f"weight_hh_l{k}"), None) for k in range(lstm.num_layers)]
+        self.projector = _FewRowLinear(decoder.decoder_projector.weight, decoder.decoder_projector.bias)
+        self.head = _FewRowLinear(model.joint.head.weight, model.joint.head.bias)
+        self.hidden_size, self.activation = lstm.hidden_size, model.joint.activation
 
     @staticmethod
     def for_model(model: "FastConformerForCTCTDT") -> "_GreedyStepWeights":
         parameters = [*model.decoder.parameters(), *model.joint.parameters()]
         key = tuple((p.untyped_storage().data_ptr(), p._version, p.dtype, p.device) for p in parameters)
-        cached = model.__dict__.get("_greedy_step_weights")
+        cached = _STEP_WEIGHTS.get(model)
         if cached is None or cached[0] != key:
-            cached = model.__dict__["_greedy_step_weights"] = (key, _GreedyStepWeights(model))
+            cached = _STEP_WEIGHTS[model] = (key, _GreedyStepWeights(model))
         return cached[1]
 
     def prediction_step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         """(R,) token ids and the LSTM state ((L, R, H), (L, R, H)) -> (R, H) decoder states and the new state."""
         hidden, cell = state
         new_hidden, new_cell = [], []
-        for k, weights in enumerate(self.hidden_weights):
-            if k == 0:
-                gates = torch.addmm(self.token_gates.index_select(0, tokens), hidden[0], weights)  # (R, 4H)
-            else:
-                gates = torch.addmm(torch.addmm(self.biases[k], x, self.input_weights[k]), hidden[k], weights)
+        for k, hidden_product in enumerate(self.hidden_products):
+            inputs = self.token_gates.index_select(0, tokens) if k == 0 else self.input_products[k](x)
+            gates = hidden_product(hidden[k]).add_(inputs)  # (R, 4H)
             i, f, _, o = gates.sigmoid().chunk(4, dim=1)  # nn.LSTM's gate order: one call for the three sigmoids
             g = gates[:, 2 * i.shape[1] : 3 * i.shape[1]].tanh()
             c = f * cell[k] + i * g
@@ -661,11 +684,11 @@ class _GreedyStepWeights:
             state = (new_hidden[0][None], new_cell[0][None])
         else:
             state = (torch.stack(new_hidden), torch.stack(new_cell))
-        return torch.addmm(self.projector[1], x, self.projector[0]), state
+        return self.projector(x), state
 
     def start(self, blank: torch.Tensor, num_layers: int):
         """(B,) blank ids -> the decoder states (B, H) and LSTM state after the blank, from a zero state."""
-        zeros = self.token_gates.new_zeros((num_layers, len(blank), self.hidden_weights[0].shape[0]))
+        zeros = self.token_gates.new_zeros((num_layers, len(blank), self.hidden_size))
         return self.prediction_step(blank, (zeros, zeros))
 
     def advance(self, tokens, emit, decoder_state, lstm_state):
@@ -679,9 +702,9 @@ class _GreedyStepWeights:
         """(R, H), (R, H) -> (R, V + D) joint logits."""
         return self.joint_from_input(self.activation(encoder_frame + decoder_state))
 
-    def joint_from_input(self, joint_input: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def joint_from_input(self, joint_input: torch.Tensor) -> torch.Tensor:
         """(R, H) activations -> (R, V + D) joint logits."""
-        return torch.addmm(self.head[1], joint_input, self.head[0], out=out)
+        return self.head(joint_input)
 
 
 class FastConformerForCTCTDT(_FastConformerWithEncoder):
@@ -842,11 +865,10 @@ class FastConformerForCTCTDT(_FastConformerWithEncoder):
         config = self.config
         rows = GreedyBookkeeping(kernels, encoder_states, encoder_lengths, self.durations, config.blank_token_id,
                                  config.max_symbols_per_step)
-        logits = encoder_states.new_empty((len(encoder_lengths), weights.head[0].shape[1]))  # (B, V+D)
         steps = []
         while rows.active.any():
             rows.start_search(decoder_state)
-            while rows.search_step(weights.joint_from_input(rows.joint_input, out=logits)):
+            while rows.search_step(weights.joint_from_input(rows.joint_input)):  # (B, V+D) logits
                 pass
             if rows.emit_step():
                 decoder_state, lstm_state = weights.advance(rows.token, rows.emitted, decoder_state, lstm_state)

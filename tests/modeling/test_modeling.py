@@ -1,5 +1,6 @@
 """The model family: shapes and masks, heads, round trips, Auto classes, remote code, export, bad input."""
 
+import copy
 import importlib
 import re
 
@@ -172,9 +173,27 @@ def test_greedy_step_weights_follow_the_models_weights():
     model.joint.head.bias.add_(1.0)  # an optimiser step changes weights in place
     changed = _GreedyStepWeights.for_model(model)
     assert changed is not weights
-    torch.testing.assert_close(changed.head[1], model.joint.head.bias)
+    torch.testing.assert_close(changed.head.bias, model.joint.head.bias)
     model.load_state_dict({k: torch.zeros_like(v) for k, v in model.state_dict().items()})
     assert _GreedyStepWeights.for_model(model).token_gates.abs().sum() == 0
+    copied = copy.deepcopy(model)  # the cache (oneDNN's packed weights cannot be copied) stays outside the model
+    assert _GreedyStepWeights.for_model(copied) is not _GreedyStepWeights.for_model(model)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("packed", [True, False])
+def test_few_row_products_are_the_linear_layer_in_either_layout(monkeypatch, packed):
+    from avalign.modeling.modeling_fastconformer import _FewRowLinear
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: packed)  # False: the (in, out) addmm path
+    linear = torch.nn.Linear(24, 40)
+    for bias in (linear.bias, None):
+        product = _FewRowLinear(linear.weight, bias)
+        assert (product.packed is not None) == packed
+        for rows in (1, 5, 16):
+            x = torch.randn(rows, 24)
+            expected = torch.nn.functional.linear(x, linear.weight, bias)
+            torch.testing.assert_close(product(x), expected, rtol=1e-5, atol=1e-5)
 
 
 # mostly labels, often of duration 0 (runs hit max_symbols_per_step), or mostly blanks (skips of 1-4 frames)
