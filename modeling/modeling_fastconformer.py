@@ -621,7 +621,7 @@ class _FewRowLinear:
       for MKL's sgemm on an AMD EPYC (2 threads; MKL picks a slow path for so few rows there);
     - elsewhere, (in, out) for addmm: MKL multiplies a few rows by it several times faster than by the (out, in) one
       nn.Linear keeps on Intel CPUs (16 x 640 by 640 -> 2560: 0.36 ms against 1.54 ms, benchmarks/README.md).
-    weight (out, in); bias (out,) or None.
+    weight (out, in); bias (out,) or None; rows: the row count oneDNN tunes the packing for (any count works).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int = 16):

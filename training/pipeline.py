@@ -284,8 +284,8 @@ def run_encoders(pipeline: Pipeline) -> tuple[Path, dict, Path]:
 
 
 def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
-    """The stage list: stages 0-2, stage 3 at each fraction, its evaluation and, for roman targets, the zero-shot
-    protocol -> (corpus, romanization cache)."""
+    """The stage list: stages 0-2, for roman targets the text models and the zero-shot training stages, stage 3 at
+    each fraction, then the evaluations -> (corpus, romanization cache)."""
     output_dir, spec, targets = pipeline.output_dir, pipeline.preset, pipeline.targets
     corpus, encoders, cache = run_encoders(pipeline)
     if targets == "roman":  # the longest chains first, for --jobs: the text LM, and each romanizer then its unified
