@@ -625,7 +625,7 @@ class _FewRowLinear:
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int = 16):
-        self.bias, self.packed, self.in_out = bias, None, None
+        self.bias, self.packed, self.in_out = None if bias is None else bias.detach(), None, None
         if weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows)
         else:
