@@ -38,6 +38,25 @@ def interleaved_times(runs, repeats, warmup):
     return {name: {"wall_s": statistics.median(walls[name]), "cpu_s": statistics.median(cpus[name])} for name in runs}
 
 
+def times_across_processes(script, names, processes, repeats, threads, arguments=()):
+    """Each of `processes` fresh interpreters runs `script --interleave NAME... --repeats R --threads N [arguments]`,
+    which prints `interleaved_times` of those contenders as one JSON line -> {name: [per-process medians]}.
+
+    One process alone can settle on a layout of memory or threads that favours one contender by several per cent
+    (the hybrid stage-3 step measured 1.06x to 1.16x the CTC-only one in seven single-process runs), so a ratio
+    read from one process says little; its spread across processes says how much."""
+    command = [sys.executable, str(script), "--interleave", *names, "--repeats", str(repeats), "--threads", str(threads),
+               *arguments]
+    runs = [json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            for _ in range(processes)]
+    return {name: [run[name] for run in runs] for name in names}
+
+
+def median_times(per_process):
+    """[{"wall_s", "cpu_s"}] per process -> the median of each over the processes."""
+    return {key: statistics.median(times[key] for times in per_process) for key in ("wall_s", "cpu_s")}
+
+
 def memory_status(field):
     """VmRSS (resident now) or VmHWM (peak resident) of this process in bytes. ru_maxrss would not do: after
     fork + exec it still holds the parent's RSS."""

@@ -141,3 +141,24 @@ def test_asr_pipeline_benchmark_folders_give_the_stock_pipelines_texts(tmp_path)
     texts = [output["text"] for output in ours(clips, batch_size=2)]
     assert texts == [output["text"] for output in stock(clips, batch_size=1)]
     assert sum(map(len, texts)) > 0  # the calibrated joint emits labels
+
+
+def test_times_across_processes_runs_fresh_interpreters_and_takes_medians(tmp_path):
+    """Each process's line is kept per contender (here, each process reports its own pid), and median_times takes
+    the median over processes of each figure."""
+    import _measure
+
+    script = tmp_path / "contenders.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "names = sys.argv[sys.argv.index('--interleave') + 1 : sys.argv.index('--repeats')]\n"
+        "assert sys.argv[-1] == '--quick'\n"
+        "print('noise before the line')\n"
+        "print(json.dumps({n: {'wall_s': float(os.getpid()), 'cpu_s': 2.0} for n in names}))\n"
+    )
+    times = _measure.times_across_processes(script, ["a", "b"], processes=3, repeats=1, threads=1,
+                                            arguments=["--quick"])
+    assert sorted(times) == ["a", "b"] and len(times["a"]) == 3
+    pids = [t["wall_s"] for t in times["a"]]
+    assert len(set(pids)) == 3 and [t["wall_s"] for t in times["b"]] == pids
+    assert _measure.median_times(times["a"]) == {"wall_s": sorted(pids)[1], "cpu_s": 2.0}
