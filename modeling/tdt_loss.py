@@ -796,22 +796,20 @@ class LatticeWindows(NamedTuple):
     widths: torch.Tensor  # (B,) long
 
 
-PRUNING_DURATIONS = (0, 1)  # the frame lattice that chooses the windows: labels within a frame, blanks one frame on
-
-
 def lattice_windows(frame_logits, targets, logit_lengths, target_lengths, blank_token_id, width) -> LatticeWindows:
-    """Windows of `width` states per frame where a frame-level model puts the alignment (k2's pruned RNN-T idea,
-    arXiv 2206.13236, with the CTC head's frame posteriors in place of k2's trained "simple" joiner).
+    """Windows of `width` states per frame where a CTC model puts the alignment (k2's pruned RNN-T idea, arXiv
+    2206.13236, with the CTC head's posteriors in place of k2's trained "simple" joiner).
 
-    The frame model scores label u at frame t by frame_logits[t, targets[u]] and blank by frame_logits[t, blank]
-    (no dependence on u: the CTC head of a hybrid model is one). Each frame's window is the one holding the most
-    of that lattice's state occupancy; then windows are made non-decreasing in u, start at (0, 0), end at
+    CTC's forward-backward over the targets gives the posterior of each of its states at each frame; TDT state (t, u)
+    (u labels emitted before frame t) gathers CTC's blank after label u and its label u + 1. Each frame's window is the
+    one holding the most of that occupancy; then windows are made non-decreasing in u, start at (0, 0), end at
     (T_b - 1, U_b), and move at most width - 1 states a frame, so that a path through them always exists where the
-    durations include 0 and 1. An utterance with U_b + 1 <= width, or too many labels for its frames to pass
-    through windows (U_b + 1 - width > (T_b - 1) (width - 1)), keeps every state.
+    durations include 0 and 1. An utterance with U_b + 1 <= width, or more labels than frames (no CTC alignment), keeps
+    every state.
 
     Args:
-        frame_logits: (B, T, V) unnormalised frame scores over the TDT vocabulary (blank included); no gradient.
+        frame_logits: (B, T, V) CTC logits or log-probabilities over the TDT vocabulary (blank included; the
+            posteriors do not depend on a per-frame normaliser); no gradient.
         targets, logit_lengths, target_lengths, blank_token_id: as for `tdt_loss`.
         width: states kept per frame, >= 2.
     """
@@ -825,32 +823,49 @@ def lattice_windows(frame_logits, targets, logit_lengths, target_lengths, blank_
     widths = (target_lengths + 1).clamp(max=width)
     if targets.shape[1] + 1 <= width:  # every utterance fits one window
         return LatticeWindows(torch.zeros((batch, max_t), dtype=torch.long, device=widths.device), widths)
-    occupancy = _frame_lattice_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id)
+    occupancy = _ctc_state_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id)
     max_start = target_lengths + 1 - widths  # (B,)
     cumulative = F.pad(occupancy.cumsum(-1), (1, 0))  # (B, T, U+2): window [s, s + w) holds c[s + w] - c[s]
     scores = cumulative[..., width:] - cumulative[..., :-width]  # (B, T, U+2-w): one per start
     starts = torch.arange(scores.shape[-1], device=scores.device)
     scores = scores.masked_fill(starts > max_start[:, None, None], NEG_INF)
     starts = _connected_starts(scores.argmax(-1), logit_lengths, max_start, width)
-    whole = (widths < width) | (max_start > (logit_lengths - 1) * (width - 1))
+    whole = (widths < width) | (target_lengths > logit_lengths)  # the latter: CTC has no alignment to place them
     widths = torch.where(whole, target_lengths + 1, widths)
     return LatticeWindows(starts.masked_fill(whole[:, None], 0), widths)
 
 
-def _frame_lattice_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id):
-    """(B, T, U+1): the probability that an alignment of the frame model passes state (t, u)."""
+def _ctc_state_occupancy(frame_logits, targets, logit_lengths, target_lengths, blank_token_id):
+    """(B, T, U+1): the CTC posterior of having emitted u labels before frame t (at its blank after label u, or at its
+    label u + 1), from torch's CTC forward on the utterances and on their time-reversed copies (whose forward variable
+    is the backward one). 0 outside the utterances and where CTC has no alignment (fewer frames than labels).
+
+    CTC reads only the blank's and the targets' scores, so both runs see those columns alone: (B, T, U+1) with the
+    blank at 0 and target u at u + 1. The targets are then distinct, so CTC's blank between repeated labels is not
+    required (a transducer needs none either)."""
     batch, max_t, _ = frame_logits.shape
-    label_ids = _label_ids(targets, target_lengths, blank_token_id)  # (B, U+1)
-    shape = (batch, max_t, label_ids.shape[1])
-    log_normalizer = frame_logits.logsumexp(-1)[..., None].expand(shape)
-    blank = frame_logits[..., blank_token_id, None].expand(shape)
-    label = frame_logits.gather(-1, label_ids[:, None].expand(shape))
-    duration_logits = frame_logits.new_zeros((*shape, len(PRUNING_DURATIONS)))
-    lattice, _ = _Lattice.from_statistics(log_normalizer, blank, label, duration_logits, 0.0, PRUNING_DURATIONS,
-                                          logit_lengths, target_lengths)
-    log_alpha = lattice.log_alpha()
-    log_likelihood = lattice.log_likelihood(log_alpha)[:, None, None]
-    return (log_alpha + lattice.log_beta() - log_likelihood).exp().nan_to_num(0.0)
+    max_u, device = targets.shape[1], frame_logits.device
+    columns = torch.cat([torch.full_like(targets[:, :1], blank_token_id), targets], 1)  # (B, U+1)
+    compact = frame_logits.gather(2, columns[:, None].expand(-1, max_t, -1))  # (B, T, U+1)
+    labels = torch.arange(1, max_u + 1, device=device).expand(batch, -1)  # (B, U): target u is column u + 1
+    frames, n_states = torch.arange(max_t, device=device), 2 * max_u + 1  # CTC's states: blank, label 1, blank, ...
+    states = torch.arange(n_states, device=device)
+    reverse_frames = (logit_lengths[:, None] - 1 - frames).clamp(min=0)[..., None]  # (B, T, 1)
+    reverse_states = (2 * target_lengths[:, None] - states).clamp(min=0)[:, None]  # (B, 1, S)
+
+    def ctc_alpha(scores, frame_labels):  # (B, T, S): the log-weight of the prefixes ending in state s at frame t
+        return torch.ops.aten._ctc_loss(scores.transpose(0, 1), frame_labels, logit_lengths, target_lengths, 0, False)
+
+    negative_log_likelihood, alpha = ctc_alpha(compact, labels)
+    reversed_compact = compact.gather(1, reverse_frames.expand(-1, -1, max_u + 1))
+    beta = ctc_alpha(reversed_compact, (target_lengths[:, None] - labels + 1).clamp(min=1))[1]
+    beta = beta.gather(1, reverse_frames.expand(-1, -1, n_states)).gather(2, reverse_states.expand(-1, max_t, -1))
+    state_columns = torch.where(states % 2 == 1, (states + 1) // 2, 0)  # (S,): the column each CTC state reads
+    emission = compact[..., state_columns]  # (B, T, S): counted in alpha and in beta
+    posterior = (alpha + beta - emission + negative_log_likelihood[:, None, None]).exp()
+    inside = (frames[None, :, None] < logit_lengths[:, None, None]) & (states <= 2 * target_lengths[:, None, None])
+    posterior = posterior.masked_fill(~inside, 0.0).nan_to_num(0.0, posinf=0.0)
+    return posterior[..., 0::2] + F.pad(posterior[..., 1::2], (0, 1))
 
 
 def _connected_starts(starts, logit_lengths, max_start, width):

@@ -426,6 +426,14 @@ def test_lattice_windows_follow_the_frame_alignment_and_stay_connected():
         assert ((s[1:] - s[:-1]) >= 0).all() and ((s[1:] - s[:-1]) <= width - 1).all()
 
 
+def test_an_utterance_with_more_labels_than_frames_keeps_every_state():
+    """CTC has no alignment for it (a transducer has: several labels a frame), so it is not pruned."""
+    targets = torch.randint(0, 9, (2, 8), generator=torch.Generator().manual_seed(0))
+    frame_logits = torch.randn(2, 10, 10, generator=torch.Generator().manual_seed(1))
+    windows = lattice_windows(frame_logits, targets, torch.tensor([10, 6]), torch.tensor([8, 8]), 9, 3)
+    assert windows.widths.tolist() == [3, 9] and not windows.starts[1].any() and windows.starts[0].any()
+
+
 def test_pruning_rejects_bad_input():
     encoder_states, decoder_states, head, arguments, vocab, frame_logits = pruning_setup()
     lengths = {k: arguments[k] for k in ("targets", "logit_lengths", "target_lengths", "blank_token_id")}
