@@ -132,6 +132,29 @@ def test_the_scratch_control_runs_in_the_native_run_only():
     assert pipeline.systems_at(demo, 1.0) == ("aligned", "baseline")
 
 
+def test_the_roman_stage_list_puts_the_long_chains_first_and_the_deromanizer_last(tmp_path, monkeypatch):
+    """--jobs workers claim stages in this order: the text LM and the zero-shot chains first, then stage 3, then the
+    de-romanizer (read by the evaluations alone), so that it never waits on the critical chain."""
+
+    class Recorder:  # a Pipeline that records the order of its stages
+        output_dir, preset, languages, targets, names = tmp_path, pipeline.PRESETS["demo"], ["hi", "bn", "ta", "en"], \
+            "roman", []
+
+        def stage(self, name, done_marker, run, needs=()):
+            self.names.append(name)
+
+    encoders = {system: tmp_path / system for system in ("aligned", "baseline", "scratch")}
+    monkeypatch.setattr(pipeline, "run_encoders", lambda p: (tmp_path / "corpus", encoders, tmp_path / "cache.json"))
+    monkeypatch.setattr(pipeline, "run_zero_shot_evaluation", lambda *arguments: None)
+    recorder = Recorder()
+    pipeline.run_stages(recorder)
+    names = recorder.names
+    assert names[0] == "text_lm" and names[1:5] == ["asr/zeroshot-bn-aligned", "unified/zeroshot-bn-aligned",
+                                                    "asr/zeroshot-bn-baseline", "unified/zeroshot-bn-baseline"]
+    assert names.index("deromanizer") == max(i for i, name in enumerate(names) if not name.startswith("evaluate/")) \
+        < names.index("evaluate/roman-f0.1")
+
+
 def test_the_demos_roman_run_trains_two_stages_at_a_time_unless_told(tmp_path, monkeypatch):
     demo = pipeline.PRESETS["demo"]
     assert pipeline.default_jobs(demo, "roman") == 2 and pipeline.default_jobs(demo, "native") == demo.jobs == 1

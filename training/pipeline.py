@@ -284,12 +284,12 @@ def run_encoders(pipeline: Pipeline) -> tuple[Path, dict, Path]:
 
 
 def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
-    """The stage list: stages 0-2, for roman targets the text models and the zero-shot training stages, stage 3 at
-    each fraction, then the evaluations -> (corpus, romanization cache)."""
+    """The stage list: stages 0-2, for roman targets the text LM and the zero-shot training stages, stage 3 at each
+    fraction, for roman targets the de-romanizer, then the evaluations -> (corpus, romanization cache)."""
     output_dir, spec, targets = pipeline.output_dir, pipeline.preset, pipeline.targets
     corpus, encoders, cache = run_encoders(pipeline)
     if targets == "roman":  # the longest chains first, for --jobs: the text LM, and each romanizer then its unified
-        run_text_models(pipeline, corpus, cache)  # model (which waits for both); stage 3 fills in around them
+        run_text_lm(pipeline, corpus, cache)  # model (which waits for both); stage 3 fills in around them
         run_zero_shot(pipeline, corpus, {system: encoders[system] for system in ("aligned", "baseline")}, cache)
     for fraction in run_fractions(spec, targets):
         for system in systems_at(spec, fraction, targets):
@@ -298,6 +298,8 @@ def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
                 "asr", "asr", corpus=corpus, init_encoder=e, train_fraction=x, output_dir=output_dir / "asr" / n,
                 targets=targets, romanization_cache=cache, **asr_overrides(spec, x, s))  # fmt: skip
             pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
+    if targets == "roman":  # de-romanizer (~20 s, read by the evaluations alone) last: off the chains above
+        run_deromanizer(pipeline, corpus, cache)
     for fraction in run_fractions(spec, targets):
         folder = output_dir / "eval" / fraction_dir("", fraction, targets)
         pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
@@ -385,13 +387,17 @@ def stage_evaluate(output_dir: Path, corpus: Path, folder: Path, fraction: float
     (folder / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
 
 
-def run_text_models(pipeline: Pipeline, corpus: Path, cache: Path) -> None:
-    """The two de-romanizers of the cascades, trained on text alone: the character transliterator and the text-only
-    causal LM (also the unified model's LLM)."""
+def run_deromanizer(pipeline: Pipeline, corpus: Path, cache: Path) -> None:
+    """The character transliterator of the char cascade, trained on text alone."""
     output_dir, spec = pipeline.output_dir, pipeline.preset
     pipeline.stage("deromanizer", output_dir / "deromanizer" / "metrics.json", lambda: deromanize.train_transliterator(
         deromanize.corpus_pairs(load_from_disk(str(corpus)), cache), output_dir / "deromanizer",
         steps=spec.transliterator_steps))  # fmt: skip
+
+
+def run_text_lm(pipeline: Pipeline, corpus: Path, cache: Path) -> None:
+    """The text-only causal LM: the LM cascade's de-romanizer and the unified model's LLM."""
+    output_dir, spec = pipeline.output_dir, pipeline.preset
     pipeline.stage("text_lm", output_dir / "text_lm" / "metrics.json", lambda: text_lm.train_text_lm(
         text_lm_texts(corpus, cache, pipeline.languages), output_dir / "text_lm", steps=spec.text_lm_steps,
         config=spec.text_lm_config))  # fmt: skip
