@@ -43,7 +43,7 @@ def times_across_processes(script, names, processes, repeats, threads, arguments
     which prints `interleaved_times` of those contenders as one JSON line -> {name: [per-process medians]}.
 
     One process alone can settle on a layout of memory or threads that favours one contender by several per cent
-    (the hybrid stage-3 step measured 1.06x to 1.16x the CTC-only one in seven single-process runs), so a ratio
+    (the hybrid stage-3 step measured 1.06x to 1.16x the CTC-only one in eleven single-process runs), so a ratio
     read from one process says little; its spread across processes says how much."""
     command = [sys.executable, str(script), "--interleave", *names, "--repeats", str(repeats), "--threads", str(threads),
                *arguments]
