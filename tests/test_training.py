@@ -138,6 +138,25 @@ def test_head_warm_up_leaves_the_encoder_alone_for_its_steps(smoke_corpus, tiny_
     assert not torch.equal(seen[2][0], seen[3][0])  # then the encoder trains too
 
 
+def test_head_warm_up_skips_the_encoders_backward_with_the_same_result(smoke_corpus, tiny_encoder_dir, tmp_path):
+    needs_gradient = []  # does the encoder take part in each step's backward?
+
+    def loss_noting_the_encoder(model, batch):
+        needs_gradient.append(model.encoder.layers[0].self_attn.q_proj.weight.requires_grad)
+        return train_pretrain.masked_prediction_loss(model, batch)
+
+    models = []
+    for skip in (True, False):  # skipped in one process; the distributed path drops the computed gradients instead
+        trainer = make_trainer(smoke_corpus, tiny_encoder_dir, tmp_path / str(skip), loss_noting_the_encoder,
+                               max_steps=4, save_steps=0, freeze_encoder_steps=2)  # fmt: skip
+        if not skip:
+            trainer.warm_up_weights = []
+        trainer.train()
+        models.append(list(trainer.model.parameters()))
+    assert needs_gradient[:4] == [False, False, True, True] and all(needs_gradient[4:])
+    assert all(torch.equal(a, b) for a, b in zip(*models))
+
+
 def test_a_run_that_keeps_producing_nonfinite_losses_stops_with_a_clear_message(smoke_corpus, tiny_encoder_dir, tmp_path):
     def always_nan(model, batch):
         loss, logs = train_pretrain.masked_prediction_loss(model, batch)

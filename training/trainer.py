@@ -202,6 +202,9 @@ class StageTrainer:
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             model, optimizer, loader, scheduler
         )
+        # the head warm-up's encoder weights, switched off in one process (`_skip_encoder_backward`)
+        self.warm_up_weights = [p for p in model.encoder.parameters() if p.requires_grad] if (
+            args.freeze_encoder_steps and self.accelerator.num_processes == 1) else []  # fmt: skip
         self.state = {"global_step": 0, "epoch": 0, "batches_done": 0, "audio_seconds": 0.0,
                       "skipped_nonfinite": 0, "train_seconds": 0.0, "eval_history": []}  # fmt: skip
         self.hyperparameters = {**asdict(args), **(hyperparameters or {}),
@@ -227,6 +230,7 @@ class StageTrainer:
                 # holds no audio; its speech batches of encoder outputs say how much they hold)
                 batch_audio = batch.get("audio_seconds", batch["attention_mask"].sum().item() / 100.0
                                         if "input_features" in batch else 0.0)  # fmt: skip
+                self._skip_encoder_backward()
                 with accelerator.accumulate(self.model):
                     loss, logs = self.compute_loss(self.model, batch)
                     if not self._all_finite(loss):
@@ -285,6 +289,14 @@ class StageTrainer:
             last_loss=last_loss, eval_metrics=eval_metrics, num_processes=accelerator.num_processes,
             eval_history=self.state["eval_history"],
         )  # fmt: skip
+
+    def _skip_encoder_backward(self) -> None:
+        """The head warm-up in one process: during the first `freeze_encoder_steps` steps the encoder's weights
+        require no gradient, so autograd never runs the encoder's backward (the model and its updates are the same
+        as `_drop_encoder_gradients` alone gives; a third less time a warm-up step)."""
+        frozen = self.state["global_step"] < self.args.freeze_encoder_steps
+        for parameter in self.warm_up_weights:
+            parameter.requires_grad_(not frozen)
 
     def _drop_encoder_gradients(self) -> None:
         """The head warm-up: during the first `freeze_encoder_steps` steps the encoder's gradients are dropped, so
