@@ -116,7 +116,7 @@ ASR_TRAINING_FIELDS = ("train_utterances", "ctc_unfit_utterances", "vocab_size",
 
 class Pipeline:
     """Runs stages in order, skips the finished ones, and records each stage's wall time. A `worker` (of --jobs) runs
-    only the SIDE_BY_SIDE stages it claims first, once their inputs (`needs`) exist."""
+    only the shared stages (SIDE_BY_SIDE, or `shared`) it claims first, once their inputs (`needs`) exist."""
 
     def __init__(self, preset: str, output_dir: Path, languages=None, launcher: str | None = None, force=(),
                  targets: str = "native", worker: bool = False):
@@ -125,15 +125,20 @@ class Pipeline:
         self.launcher = shlex.split(launcher) if launcher else None
         self.worker, self.claims = worker, output_dir / ".claims"
         self.ran, self.waiting = [], []  # stages this process ran; in a worker's pass, those whose inputs are missing
+        self.ran_by_workers = set()  # in the main process: the stages --jobs workers ran (forced or not) this run
         self.state_file = output_dir / "pipeline_state.json"
         self.timings = json.loads(self.state_file.read_text())["timings_seconds"] if self.state_file.exists() else {}
 
-    def stage(self, name: str, done_marker: Path, run: Callable[[], None], needs: tuple[Path, ...] = ()) -> None:
-        if done_marker.exists() and name not in self.force and name.split("/")[0] not in self.force:
+    def stage(self, name: str, done_marker: Path, run: Callable[[], None], needs: tuple[Path, ...] = (),
+              shared: bool | None = None) -> None:
+        """`shared`: whether --jobs workers run it (default: a SIDE_BY_SIDE stage)."""
+        forced = name in self.force or name.split("/")[0] in self.force
+        if done_marker.exists() and (not forced or name in self.ran_by_workers):
             if not self.worker:
                 logger.info("[%s] finished earlier: skipped (%s)", name, done_marker)
             return
-        if self.worker and not self.claim(name, needs):
+        shared = name.split("/")[0] in SIDE_BY_SIDE if shared is None else shared
+        if self.worker and not (shared and self.claim(name, needs)):
             return
         logger.info("[%s] starting", name)
         started = time.perf_counter()
@@ -144,9 +149,7 @@ class Pipeline:
         self.record({name: seconds})
 
     def claim(self, name: str, needs: tuple[Path, ...]) -> bool:
-        """In a worker: whether this stage is ours to run now (shared out, inputs ready, no other worker's)."""
-        if name.split("/")[0] not in SIDE_BY_SIDE:
-            return False
+        """In a worker: whether this shared stage is ours to run now (inputs ready, no other worker's)."""
         if not all(marker.exists() for marker in needs):
             self.waiting.append(name)
             return False
@@ -249,7 +252,7 @@ def run_pipeline(preset: str, output_dir: str | Path, languages=None, launcher=N
     if jobs > 1:
         run_encoders(pipeline)
         run_side_by_side(pipeline, jobs)
-        pipeline.force = {name for name in pipeline.force if name.split("/")[0] not in SIDE_BY_SIDE}  # rerun there
+        pipeline.ran_by_workers = {claim.name.replace("__", "/") for claim in pipeline.claims.glob("*")}
         pipeline.timings = json.loads(pipeline.state_file.read_text())["timings_seconds"]
     corpus, cache = run_stages(pipeline)
     if pipeline.timings != timings_before:  # a run that trained or evaluated anything: its wall time, stages overlapping
@@ -300,10 +303,12 @@ def run_stages(pipeline: Pipeline) -> tuple[Path, Path]:
             pipeline.stage(f"asr/{name}", output_dir / "asr" / name / "metrics.json", train)
     if targets == "roman":  # de-romanizer (~20 s, read by the evaluations alone) last: off the chains above
         run_deromanizer(pipeline, corpus, cache)
-    for fraction in run_fractions(spec, targets):
+    for fraction in run_fractions(spec, targets):  # a --jobs worker evaluates a fraction once its models exist
         folder = output_dir / "eval" / fraction_dir("", fraction, targets)
+        models = [output_dir / "asr" / fraction_dir(system, fraction, targets) / "metrics.json"
+                  for system in systems_at(spec, fraction, targets)]  # fmt: skip
         pipeline.stage(f"evaluate/{folder.name}", folder / "results.json", lambda f=folder, x=fraction: stage_evaluate(
-            output_dir, corpus, f, x, spec, targets, cache))  # fmt: skip
+            output_dir, corpus, f, x, spec, targets, cache), needs=tuple(models), shared=True)  # fmt: skip
     if targets == "roman":
         run_zero_shot_evaluation(pipeline, corpus, cache)
     return corpus, cache
