@@ -122,6 +122,7 @@ def test_the_zero_shot_romanizer_trains_the_presets_steps_else_the_largest_stage
     romanizer = recorder.calls["asr/zeroshot-bn-aligned"]
     assert romanizer["languages"] == ["hi", "ta", "en"] and romanizer["targets"] == "roman"
     assert romanizer["max_steps"] == (romanizer_steps or demo.asr_max_steps[1.0])
+    assert romanizer["eval_steps"] == romanizer["max_steps"] // 4  # four points on its dev curve
     assert romanizer["ctc_loss_weight"] == 1.0  # the demo reads its romanizers with CTC only
 
 

@@ -359,10 +359,13 @@ def zero_shot_romanizer_overrides(spec: PipelinePreset, system: str) -> dict:
     """A zero-shot romanizer's stage-3 settings: the largest fraction's (it trains on all of its languages' data) but
     for the preset's `zero_shot_romanizer_steps`. One read with CTC (the zero-shot evaluation's `zero_shot_decoding`;
     the unified model's slot is its CTC transcript) trains its CTC head alone: the transducer costs a quarter of a
-    hybrid step, for a head nothing reads."""
+    hybrid step, for a head nothing reads. Its dev curve has four points: each evaluation delays the chain of stages
+    that bounds a --jobs run (romanizer, romanizer, unified model), and none changes the model."""
     overrides = asr_overrides(spec, max(spec.fractions), system)
     if spec.zero_shot_romanizer_steps is not None:
         overrides["max_steps"] = spec.zero_shot_romanizer_steps
+    if "max_steps" in overrides:
+        overrides["eval_steps"] = max(1, overrides["max_steps"] // 4)
     return overrides | ({"ctc_loss_weight": 1.0} if spec.zero_shot_decoding == "ctc" else {})
 
 
