@@ -126,6 +126,10 @@ def test_precision_goals_compare_auto_with_fp32_and_bf16():
     assert [row["met"] for row in rows] == [True, True] and "auto (fp32) vs bf16" in rows[1]["goal"]
     slow = {**times, "auto": {"wall_s": 2.0, "cpu_s": 4.0}}  # auto at 2x fp32 misses the 1.3x goal
     assert not bench_precision.goals("avx2", {**record, "step_seconds": {"stage 1": slow}})[0]["met"]
+    same = {**times, "auto": times["fp32"]}  # auto's step timed once, as the precision it chose
+    rows = bench_precision.goals("avx2", {**record, "step_seconds": {"stage 1": same}})
+    assert rows[0]["ratio"] == 1.0 and "vs fp32 (the same step)" in rows[0]["goal"]
+    assert "(the same step)" not in rows[1]["goal"]
 
 
 def test_asr_pipeline_benchmark_folders_give_the_stock_pipelines_texts(tmp_path):
