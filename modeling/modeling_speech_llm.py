@@ -159,6 +159,16 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         self.llm, self.tokenizer, self.feature_extractor = llm, tokenizer, feature_extractor  # after post_init:
         # the LLM keeps its own weights
         self.romanizer_tokenizer = romanizer_tokenizer  # the Roman pieces' texts (roman_piece_slot, roman_token_slot)
+        self.train(self.training)  # the romanizer's modules in eval mode from the start
+
+    def train(self, mode: bool = True):
+        """nn.Module's, but the frozen romanizer (encoder, CTC head) stays in eval mode: in training it computes what
+        it computes at inference, without dropout (its cached outputs were dropped out before: issue 20)."""
+        super().train(mode)
+        for frozen in (self.encoder, self.ctc_head):
+            if frozen is not None:
+                frozen.eval()
+        return self
 
     # -------------------------------------------------------------------------------------------- building, loading
     @classmethod

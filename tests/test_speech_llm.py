@@ -129,9 +129,11 @@ def test_generation_held_to_the_script_writes_only_that_script(unified_run):
 
 
 def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, smoke_corpus):
-    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0])
+    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0]).train()  # as the trainer runs it
+    assert model.projector.training and not model.encoder.training  # the frozen romanizer: no dropout
     rows = load_splits(str(smoke_corpus), ["train"], ["en"]).select(range(6))
     cached = train_speech_llm.encoder_outputs(model, rows, max_seconds_per_batch=8.0)  # other batches than below
+    model.eval()  # the live loss without the LLM's own dropout
     assert sorted(cached) == sorted(rows["utterance_id"])
     batches = [train_speech_llm.SpeechLLMCollator(model.feature_extractor, [], 0.0, encoder_outputs=outputs)(list(rows))
                for outputs in (None, cached)]  # fmt: skip
