@@ -159,16 +159,7 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
         self.llm, self.tokenizer, self.feature_extractor = llm, tokenizer, feature_extractor  # after post_init:
         # the LLM keeps its own weights
         self.romanizer_tokenizer = romanizer_tokenizer  # the Roman pieces' texts (roman_piece_slot, roman_token_slot)
-        self.train(self.training)  # the romanizer's modules in eval mode from the start
-
-    def train(self, mode: bool = True):
-        """nn.Module's, but the frozen romanizer (encoder, CTC head) stays in eval mode: in training it computes what
-        it computes at inference, without dropout (its cached outputs were dropped out before: issue 20)."""
-        super().train(mode)
-        for frozen in (self.encoder, self.ctc_head):
-            if frozen is not None:
-                frozen.eval()
-        return self
+        self.train(self.training)  # the frozen romanizer in eval mode from the start, not only once training begins
 
     # -------------------------------------------------------------------------------------------- building, loading
     @classmethod
@@ -275,8 +266,11 @@ class SpeechLLMForConditionalGeneration(PreTrainedModel):
             self.romanizer_tokenizer.save_pretrained(folder / PIECES_FOLDER)
 
     def train(self, mode: bool = True):
+        """nn.Module's, but the frozen romanizer (encoder, CTC head) stays in eval mode: no dropout, no SpecAugment."""
         super().train(mode)
-        self.encoder.eval()  # frozen: no dropout, no SpecAugment
+        for frozen in (self.encoder, self.ctc_head):
+            if frozen is not None:
+                frozen.eval()
         return self
 
     # -------------------------------------------------------------------------------------------- prompts

@@ -129,11 +129,9 @@ def test_generation_held_to_the_script_writes_only_that_script(unified_run):
 
 
 def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, smoke_corpus):
-    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0]).train()  # as the trainer runs it
-    assert model.projector.training and not model.encoder.training  # the frozen romanizer: no dropout
+    model = SpeechLLMForConditionalGeneration.from_pretrained(unified_run[0])
     rows = load_splits(str(smoke_corpus), ["train"], ["en"]).select(range(6))
     cached = train_speech_llm.encoder_outputs(model, rows, max_seconds_per_batch=8.0)  # other batches than below
-    model.eval()  # the live loss without the LLM's own dropout
     assert sorted(cached) == sorted(rows["utterance_id"])
     batches = [train_speech_llm.SpeechLLMCollator(model.feature_extractor, [], 0.0, encoder_outputs=outputs)(list(rows))
                for outputs in (None, cached)]  # fmt: skip
@@ -142,6 +140,15 @@ def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, 
     with torch.no_grad():
         live, once = (train_speech_llm.unified_loss(model, batch)[0] for batch in batches)
     torch.testing.assert_close(once, live, rtol=1e-4, atol=1e-4)
+
+
+def test_a_new_unified_models_frozen_romanizer_runs_without_dropout(romanizer_dir, text_lm_dir):
+    """The encoder's outputs are cached before training starts: a new model's romanizer must already be in eval mode
+    (it was not, and the demo's cached outputs were computed with dropout on), and stay there when the model trains."""
+    model = SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES)
+    assert not model.encoder.training
+    model.train()
+    assert model.projector.training and not model.encoder.training
 
 
 def test_the_text_task_adds_reading_drills_of_each_languages_words_when_asked(smoke_corpus, tmp_path):
