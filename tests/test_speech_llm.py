@@ -142,13 +142,16 @@ def test_encoder_outputs_computed_once_give_the_live_encoders_loss(unified_run, 
     torch.testing.assert_close(once, live, rtol=1e-4, atol=1e-4)
 
 
-def test_a_new_unified_models_frozen_romanizer_runs_without_dropout(romanizer_dir, text_lm_dir):
+def test_a_new_unified_models_frozen_romanizer_runs_without_dropout(romanizer_dir, text_lm_dir, smoke_corpus):
     """The encoder's outputs are cached before training starts: a new model's romanizer must already be in eval mode
     (it was not, and the demo's cached outputs were computed with dropout on), and stay there when the model trains."""
     model = SpeechLLMForConditionalGeneration.from_romanizer(romanizer_dir, text_lm_dir, LANGUAGES)
     assert not model.encoder.training
     model.train()
     assert model.projector.training and not model.encoder.training
+    rows = load_splits(str(smoke_corpus), ["train"], ["en"]).select(range(2))
+    train_speech_llm.encoder_outputs(model, rows, max_seconds_per_batch=8.0, dropout=True)  # --cache_with_dropout
+    assert not model.encoder.training  # its dropout on for that pass only
 
 
 def test_the_text_task_adds_reading_drills_of_each_languages_words_when_asked(smoke_corpus, tmp_path):

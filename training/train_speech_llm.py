@@ -79,6 +79,9 @@ class SpeechLLMArguments:
     cache_encoder_outputs: bool = field(default=True, metadata={
         "help": "run the frozen encoder once over the training speech and keep its outputs in memory "
                 "(T' x D floats per utterance), not once per step"})  # fmt: skip
+    cache_with_dropout: bool = field(default=False, metadata={
+        "help": "compute the cached encoder outputs with the romanizer's own dropout on: one fixed noisy view of each "
+                "utterance, whose CTC transcript in the speech slot errs more than at inference"})  # fmt: skip
     min_seconds: float = 0.3
     max_seconds: float = 30.0
 
@@ -165,16 +168,21 @@ def misspell(text: str, rate: float, alphabet: list[str], draw: random.Random) -
 
 
 @torch.no_grad()
-def encoder_outputs(model, dataset, max_seconds_per_batch: float) -> dict[str, torch.Tensor]:
+def encoder_outputs(model, dataset, max_seconds_per_batch: float, dropout: bool = False) -> dict[str, torch.Tensor]:
     """{utterance_id: (T', D)}: the frozen encoder's outputs for each row of `dataset` whose audio decodes, computed
-    once. The encoder is frozen and in eval mode and the speech is not augmented, so every epoch would compute the
-    same; the steps then run the projector and the LLM alone. Rows that do not decode are counted and logged."""
+    once. The encoder is frozen and in eval mode (`dropout`: in train mode, its dropout on, for this pass only) and the
+    speech is not augmented, so every epoch would compute the same; the steps then run the projector and the LLM
+    alone. Rows that do not decode are counted and logged."""
     outputs = {}
-    for batch in speech_batches(model.feature_extractor, dataset, max_seconds_per_batch, name="encoder outputs"):
-        encoded = model.encoder(batch["input_features"].to(model.device), attention_mask=batch["attention_mask"])
-        for utterance, states, length in zip(batch["utterance_id"], encoded.last_hidden_state,
-                                             encoded.encoder_lengths.tolist()):  # fmt: skip
-            outputs[utterance] = states[:length].float().cpu().clone()
+    model.encoder.train(dropout)
+    try:
+        for batch in speech_batches(model.feature_extractor, dataset, max_seconds_per_batch, name="encoder outputs"):
+            encoded = model.encoder(batch["input_features"].to(model.device), attention_mask=batch["attention_mask"])
+            for utterance, states, length in zip(batch["utterance_id"], encoded.last_hidden_state,
+                                                 encoded.encoder_lengths.tolist()):  # fmt: skip
+                outputs[utterance] = states[:length].float().cpu().clone()
+    finally:
+        model.encoder.eval()
     return outputs
 
 
@@ -273,7 +281,7 @@ def main(argv=None):
     cached = None
     if args.cache_encoder_outputs:
         started = time.perf_counter()
-        cached = encoder_outputs(model, train, training.max_seconds_per_batch)
+        cached = encoder_outputs(model, train, training.max_seconds_per_batch, args.cache_with_dropout)
         logger.info("encoder outputs of %d utterances, %.1f MB, in %.1f s", len(cached),
                     sum(states.numel() for states in cached.values()) * 4 / 2**20, time.perf_counter() - started)
     collator = SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability, training.seed, cached,
