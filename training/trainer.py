@@ -297,6 +297,8 @@ class StageTrainer:
         frozen = self.state["global_step"] < self.args.freeze_encoder_steps
         for parameter in self.warm_up_weights:
             parameter.requires_grad_(not frozen)
+        if not frozen:  # the warm-up is over: nothing left to switch on later steps
+            self.warm_up_weights = []
 
     def _drop_encoder_gradients(self) -> None:
         """The head warm-up: during the first `freeze_encoder_steps` steps the encoder's gradients are dropped, so
