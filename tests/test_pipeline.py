@@ -247,3 +247,13 @@ def test_the_zero_shot_evaluation_reads_the_romanizers_with_the_presets_decoding
     expected = evaluate_asr.transcribe_dataset(model, feature_extractor, tokenizer, test, decoding)
     written = read_jsonl(output_dir / "eval/zeroshot-en/predictions-roman.jsonl")[: len(expected)]  # aligned's first
     assert [(r["utterance_id"], r["hypothesis"]) for r in written] == [(r["utterance_id"], r["hypothesis"]) for r in expected]
+
+
+def test_the_text_lm_reads_every_language_in_the_prompt_form_english_as_copies(roman_run):
+    output_dir = roman_run[0]
+    texts = pipeline.text_lm_texts(output_dir / "corpus", output_dir / "romanization.json", ["hi", "en"])
+    english = [text.split("\nRoman: ")[-1] for text in texts if "\nEnglish: " in text]
+    copies = [text.split("\nEnglish: ") for text in english]
+    assert copies and all(roman == native for roman, native in copies)  # sentences and drills alike
+    before = pipeline.text_lm_texts(output_dir / "corpus", output_dir / "romanization.json", ["hi", "en"], latin=False)
+    assert not any("\nEnglish: " in text for text in before) and len(texts) == len(before) + len(english)

@@ -168,6 +168,23 @@ def test_the_text_task_adds_reading_drills_of_each_languages_words_when_asked(sm
     assert set(drills) - set(sentences)  # not the sentences again
 
 
+def test_the_text_task_copies_latin_script_sentences_only_when_asked_and_never_misspells_them(smoke_corpus, tmp_path):
+    options = dict(corpus=str(smoke_corpus), romanizer="unused", llm="unused", held_out_languages=["hi"],
+                   romanization_cache=str(tmp_path / "roman.json"))  # fmt: skip
+    without = train_speech_llm.text_pool(train_speech_llm.SpeechLLMArguments(**options), ["hi", "en"])
+    latin = train_speech_llm.SpeechLLMArguments(**options, text_task_latin=True, text_task_drills=True)
+    pool = train_speech_llm.text_pool(latin, ["hi", "en"])
+    assert {language for language, _, _ in without} == {"hi"}
+    english = [(roman, native) for language, roman, native in pool if language == "en"]
+    assert english and all(roman == native for roman, native in english)  # copies, drills included
+    sentences = train_speech_llm.text_pool(train_speech_llm.SpeechLLMArguments(**options, text_task_latin=True),
+                                           ["hi", "en"])  # fmt: skip
+    assert len(english) == 2 * sum(language == "en" for language, _, _ in sentences)  # one drill a sentence
+    assert train_speech_llm.noisy_languages(latin, ["hi", "en"]) == {"hi"}
+    held = train_speech_llm.SpeechLLMArguments(**options, text_task_noise_held_out_only=True)
+    assert train_speech_llm.noisy_languages(held, ["hi", "bn", "en"]) == {"hi"}
+
+
 def test_the_text_task_misspells_its_roman_texts_when_asked_and_draws_alike_on_resume():
     pool = [("hi", "tasviir mem ek laal naav hai", "तस्वीर में एक लाल नाव है"), ("en", "two red boats", "two red boats")]
     rows = [{"utterance_id": f"u{index}"} for index in range(4)]

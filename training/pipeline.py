@@ -451,14 +451,16 @@ def run_zero_shot_evaluation(pipeline: Pipeline, corpus: Path, cache: Path) -> N
             s, corpus, h, cache, f, pipeline.preset.bootstrap_resamples, pipeline.preset.zero_shot_decoding))  # fmt: skip
 
 
-def text_lm_texts(corpus: Path, cache: Path, languages, drills: bool = True) -> list[str]:
+def text_lm_texts(corpus: Path, cache: Path, languages, drills: bool = True, latin: bool = True) -> list[str]:
     """What the text-only LM reads: every language's native-script sentences from the training-side splits (the
     held-out languages included: an LLM has read text in languages it has never heard), and the same sentences in
     the LM cascade's prompt form ("Roman: ... <Language>: native"), so that the LM cascade is a fair one. With
     `drills`, also as many `deromanize.reading_drills` in that form: random words of those sentences, which only
-    reading can write (trained on templated sentences alone, a small LM writes the template's likeliest words)."""
+    reading can write (trained on templated sentences alone, a small LM writes the template's likeliest words).
+    With `latin`, Latin-script languages (their own romanization) in that form too, as copies: an LLM that has
+    never copied an English prompt writes its prior's words into the unified model's English output."""
     pairs = [pair for pair in deromanize.corpus_pairs(load_from_disk(str(corpus)), cache) if pair[0] in languages]
-    sentences, _ = deromanize.unique_sentences(pairs)  # Latin-script languages are their own romanization
+    sentences, _ = deromanize.unique_sentences(pairs, keep_latin=latin)
     examples = sentences + (deromanize.reading_drills(sentences) if drills else [])
     prompts = [f"{deromanize.deromanization_prompt(roman, language)} {native}" for language, roman, native in examples]
     return [native for _, _, native in pairs] + prompts

@@ -26,7 +26,9 @@ from avalign.training.data.splits import clean, load_splits
 from avalign.training.evaluate_asr import speech_batches, transcribe_batches
 from avalign.training.logs import setup_logging
 from avalign.training.precision import use_fast_attention
-from avalign.training.roman.deromanize import SCRIPTS, corpus_pairs, reading_drills, unique_sentences
+from avalign.training.roman.deromanize import (
+    PASSTHROUGH_LANGUAGES, SCRIPTS, corpus_pairs, reading_drills, unique_sentences,
+)
 from avalign.training.schema import LANGUAGE_NAMES
 from avalign.training.text_lm import character_coverage
 from avalign.training.trainer import StageArguments, StageTrainer, arguments_to_dict, parse_arguments
@@ -58,6 +60,9 @@ class SpeechLLMArguments:
                 "or followed by an extra one, with a probability drawn per sentence from [0, text_task_noise]"})  # fmt: skip
     text_task_noise_held_out_only: bool = field(default=False, metadata={
         "help": "misspell only the held-out languages' texts: the romanizer reads the seen ones well, not those"})
+    text_task_latin: bool = field(default=False, metadata={
+        "help": "the text task also copies Latin-script languages' sentences (English: its Roman text is its native "
+                "text), never misspelt, with reading drills too under --text_task_drills"})
     # the model's options (SpeechLLMConfig documents them), with its defaults
     projector_type: str = SpeechLLMConfig.projector_type
     projector_stride: int = SpeechLLMConfig.projector_stride
@@ -238,11 +243,18 @@ def check_tokenizer(tokenizer, texts, max_byte_fraction: float, name: str) -> di
     return {"target_characters": total, "unknown_characters": len(unknown), "byte_split_characters": len(byte_split)}
 
 
+def noisy_languages(args: SpeechLLMArguments, languages) -> set[str]:
+    """The languages whose text-task sentences are misspelt: the held-out ones or all, but never a Latin-script
+    language, whose Roman text is its native text and the romanizer's own alphabet."""
+    noisy = set(args.held_out_languages) if args.text_task_noise_held_out_only else set(languages)
+    return noisy - set(PASSTHROUGH_LANGUAGES)
+
+
 def text_pool(args: SpeechLLMArguments, languages) -> list[tuple[str, str, str]]:
-    """(language, Roman, native) sentences of every language from the training-side splits (text only), and as many
-    reading drills with `text_task_drills`."""
+    """(language, Roman, native) sentences of every language from the training-side splits (text only), the
+    Latin-script ones with `text_task_latin`, and as many reading drills with `text_task_drills`."""
     pairs = corpus_pairs(load_from_disk(args.corpus), args.romanization_cache)
-    sentences, counts = unique_sentences(pair for pair in pairs if pair[0] in languages)
+    sentences, counts = unique_sentences((pair for pair in pairs if pair[0] in languages), args.text_task_latin)
     drills = reading_drills(sentences) if args.text_task_drills else []
     logger.info("text task: %d sentences (%s), %d reading drills", len(sentences), counts, len(drills))
     return sentences + drills
@@ -285,8 +297,7 @@ def main(argv=None):
         logger.info("encoder outputs of %d utterances, %.1f MB, in %.1f s", len(cached),
                     sum(states.numel() for states in cached.values()) * 4 / 2**20, time.perf_counter() - started)
     collator = SpeechLLMCollator(model.feature_extractor, pool, args.text_task_probability, training.seed, cached,
-                                 args.text_task_noise,
-                                 set(args.held_out_languages) if args.text_task_noise_held_out_only else None)  # fmt: skip
+                                 args.text_task_noise, noisy_languages(args, languages))  # fmt: skip
     trainer = StageTrainer(
         training, model, train, collator, unified_loss,
         evaluate=dev_metrics(dev, training.max_seconds_per_batch), stage_name="speech_llm",

@@ -366,9 +366,9 @@ class CharTransliterator(Deromanizer):
 # ----------------------------------------------------------------------------- training the transliterator
 
 
-def unique_sentences(pairs: Iterable[Pair]) -> tuple[list[Pair], dict[str, int]]:
-    """Each (language, native) sentence once, without pairs that have an empty side or a Latin-script language
-    (passed through, nothing to learn), and the counts of what was dropped."""
+def unique_sentences(pairs: Iterable[Pair], keep_latin: bool = False) -> tuple[list[Pair], dict[str, int]]:
+    """Each (language, native) sentence once, without pairs that have an empty side or (unless `keep_latin`) a
+    Latin-script language (passed through, nothing to transliterate), and the counts of what was dropped."""
     kept, seen = [], set()
     counts = {"input": 0, "skipped_empty": 0, "skipped_latin_script": 0, "duplicates": 0}
     for language, roman, native in pairs:
@@ -376,7 +376,7 @@ def unique_sentences(pairs: Iterable[Pair]) -> tuple[list[Pair], dict[str, int]]
         roman, native = normalize_roman(roman), " ".join(native.split())
         if not roman or not native:
             counts["skipped_empty"] += 1
-        elif language in PASSTHROUGH_LANGUAGES:
+        elif language in PASSTHROUGH_LANGUAGES and not keep_latin:
             counts["skipped_latin_script"] += 1
         elif (language, native) in seen:
             counts["duplicates"] += 1

@@ -36,6 +36,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--drills", action=argparse.BooleanOptionalAction, default=True,
                         help="the texts with reading drills (--no-drills: sentences only, the recipe before stop 30)")
+    parser.add_argument("--latin", action=argparse.BooleanOptionalAction, default=True,
+                        help="English in the prompt form too, as copies (--no-latin: the recipe before stop 39)")
     parser.add_argument("--sentences", type=int, default=40, help="dev sentences per language")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -45,7 +47,8 @@ def main():
         config = PRESETS["demo"].text_lm_config
         config = replace(config, **{k: v for k, v in {"hidden_size": args.hidden, "num_layers": args.layers,
                                            "intermediate_size": args.intermediate}.items() if v})
-        results["train"] = text_lm.train_text_lm(text_lm_texts(args.run / "corpus", cache, languages, args.drills),
+        texts = text_lm_texts(args.run / "corpus", cache, languages, args.drills, args.latin)
+        results["train"] = text_lm.train_text_lm(texts,
                                                  args.out, steps=args.steps, config=config, seed=args.seed,
                                                  learning_rate=args.learning_rate, batch_size=args.batch_size)
     lm = args.out if args.steps else args.run / "text_lm"
