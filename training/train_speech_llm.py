@@ -261,7 +261,8 @@ def text_pool(args: SpeechLLMArguments, languages) -> list[tuple[str, str, str]]
 
 
 def build_data(args: SpeechLLMArguments):
-    """(train speech of the seen languages, dev speech of the seen languages, the text pool, the seen languages)."""
+    """(train speech of the seen languages, dev speech of the seen languages, the text pool, every language: the
+    held-out ones included, whose text the pool holds)."""
     corpus_languages = sorted(set(load_splits(args.corpus, [args.train_split])["language"]))
     languages = args.languages or corpus_languages
     missing = sorted(set(args.held_out_languages) - set(languages) | set(languages) - set(corpus_languages))
